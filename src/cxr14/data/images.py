@@ -1,0 +1,91 @@
+"""Finding and decoding NIH images: one decode path shared by training, the cache and prediction.
+
+NIH ships 8-bit grayscale PNGs, but 519 of them are RGBA; every image is read as 8-bit
+grayscale ("L") whatever its mode, so the model never sees a 4-channel or 16-bit surprise.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from cxr14.errors import UserError
+
+#: Errors that mean "this file is not a readable image" (truncated, corrupt, not a PNG).
+DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
+
+
+def image_dirs(data_dir: Path) -> list[Path]:
+    """The folders that hold images, for both layouts users have.
+
+    NIH Box tarballs unpack to `images/`; Kaggle has `images_001/images/` .. `images_012/images/`.
+    """
+    dirs = []
+    if (data_dir / "images").is_dir():
+        dirs.append(data_dir / "images")
+    dirs += sorted(p for p in data_dir.glob("images_*/images") if p.is_dir())
+    return dirs
+
+
+def index_images(data_dir: Path) -> dict[str, Path]:
+    """Map file name -> path for every PNG under the known layouts (one scandir per folder)."""
+    found: dict[str, Path] = {}
+    for folder in image_dirs(data_dir):
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(".png"):
+                    found.setdefault(entry.name, Path(entry.path))
+    return found
+
+
+def resolve_paths(data_dir: Path, names: Iterable[str]) -> tuple[list[Path | None], list[str]]:
+    """Paths for `names` (None where absent) and the list of absent names."""
+    index = index_images(data_dir)
+    paths: list[Path | None] = []
+    missing: list[str] = []
+    for name in names:
+        path = index.get(name)
+        paths.append(path)
+        if path is None:
+            missing.append(name)
+    return paths, missing
+
+
+def read_gray(path: Path | str, size: int | None = None) -> np.ndarray:
+    """Decode an image file to a uint8 (H, W) array, optionally resized to (size, size).
+
+    The resize is PIL's bilinear filter with its support widened by the scale factor, i.e.
+    antialiased: a 1024 -> 224 reduction averages every source pixel instead of sampling 1 in 20.
+    Raises one of DECODE_ERRORS for a corrupt or truncated file.
+    """
+    with Image.open(path) as img:
+        img.load()  # force the full decode here, so truncation raises here
+        gray = img.convert("L") if img.mode != "L" else img
+        if size is not None and gray.size != (size, size):
+            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+        return np.array(gray, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
+
+
+def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
+    """One paragraph for a UserError about images named in the CSV but absent on disk."""
+    first = ", ".join(missing[:shown])
+    return (
+        f"{len(missing)} image(s) named in the metadata are not under {data_dir} "
+        f"(looked in images/ and images_*/images/), e.g. {first}. Download and unpack all 12 archives "
+        f"(`cxr14 download`, or by hand as the README says), or pass --on_bad_image skip to train on the "
+        f"images that are present."
+    )
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Fail early, with a paragraph, when the data folder itself is missing."""
+    if not data_dir.is_dir():
+        raise UserError(
+            f"Data folder {data_dir} does not exist. Pass --data_dir pointing at the folder that holds "
+            f"Data_Entry_2017.csv and images/ (or the Kaggle images_001..012 folders); `cxr14 phantom --out "
+            f"DIR` makes a small synthetic one to try things with."
+        )

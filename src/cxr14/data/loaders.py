@@ -1,0 +1,99 @@
+"""From config to DataLoaders: metadata -> patient-wise splits -> image sources -> loaders.
+
+Images come from a `cxr14 prepare` cache when one fits the split and size, else from the PNGs.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from cxr14.config import TrainConfig
+from cxr14.data.dataset import ImageSource, PngSource, XrayDataset, collate_skipping_bad
+from cxr14.data.images import check_data_dir, describe_missing, index_images
+from cxr14.data.metadata import find_csv, read_data_entry
+from cxr14.data.splits import Split, make_splits
+from cxr14.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """A split and the dataset serving its pixels (row i of split = item i of dataset)."""
+
+    split: Split
+    dataset: XrayDataset
+
+
+def load_splits(cfg: TrainConfig) -> dict[str, Split]:
+    """Read the CSV and split it patient-wise, applying the sample caps."""
+    check_data_dir(cfg.data_dir)
+    meta = read_data_entry(cfg.csv or find_csv(cfg.data_dir))
+    log.info("metadata: %s (%d images, %d patients)", meta.source, len(meta), len(np.unique(meta.patients)))
+    return make_splits(meta, cfg.data_dir, cfg.val_fraction, cfg.seed, (cfg.max_train_samples, cfg.max_test_samples))
+
+
+def attach_paths(split: Split, index: dict[str, Path], cfg: TrainConfig) -> tuple[Split, list[Path]]:
+    """Paths for a split's images; absent files stop the run or are dropped and counted."""
+    paths = [index.get(n) for n in split.names]
+    missing = [n for n, p in zip(split.names, paths, strict=True) if p is None]
+    if missing and cfg.on_bad_image == "fail":
+        raise UserError(describe_missing(missing, cfg.data_dir))
+    if missing:
+        log.warning("%s: skipping %d missing image(s), e.g. %s", split.name, len(missing), ", ".join(missing[:3]))
+        keep = np.flatnonzero([p is not None for p in paths])
+        split, paths = split.take(keep), [paths[i] for i in keep]
+    if len(split) == 0:
+        raise UserError(f"The {split.name} split has no images under {cfg.data_dir}.")
+    return split, [p for p in paths if p is not None]
+
+
+def image_source(split: Split, paths: list[Path], cfg: TrainConfig) -> ImageSource:
+    """The cache if one is complete, current and large enough for this split; else the PNGs."""
+    try:
+        from cxr14.data import cache
+    except ImportError:  # the cache module is optional until it lands
+        return PngSource(paths, cfg.image_size)
+    cache_dir = cfg.cache_dir or cfg.data_dir / "cache"
+    source, reason = cache.open_cache(cache_dir, list(split.names), paths, cfg.image_size)
+    if source is None:
+        log.info("%s: decoding PNGs on the fly (%s); `cxr14 prepare` makes this faster", split.name, reason)
+        return PngSource(paths, cfg.image_size)
+    log.info("%s: reading pixels from cache %s", split.name, reason)
+    return source
+
+
+def build_datasets(cfg: TrainConfig) -> dict[str, SplitData]:
+    """train / val / test datasets, images resolved and missing ones handled."""
+    splits = load_splits(cfg)
+    index = index_images(cfg.data_dir)
+    out = {}
+    for name, split in splits.items():
+        split, paths = attach_paths(split, index, cfg)
+        source = image_source(split, paths, cfg)
+        out[name] = SplitData(split, XrayDataset(source, split.labels, skip_bad=cfg.on_bad_image == "skip"))
+        log.info("%s: %d images, %d patients", name, len(split), len(np.unique(split.patients)))
+    return out
+
+
+def make_loader(dataset: XrayDataset, cfg: TrainConfig, train: bool, device: torch.device) -> DataLoader:
+    """A DataLoader of uint8 batches; shuffled with a seeded generator when training."""
+    workers = cfg.num_workers
+    return DataLoader(
+        dataset,
+        batch_size=cfg.batch_size if train else cfg.batch_size * 2,
+        shuffle=train,
+        drop_last=train and len(dataset) > cfg.batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        collate_fn=collate_skipping_bad,
+        generator=torch.Generator().manual_seed(cfg.seed) if train else None,
+    )

@@ -1,0 +1,118 @@
+"""Patient-wise train / validation / test splits, and the check that no patient leaks across them.
+
+The official lists split NIH by patient; validation is carved out of train_val by patient too.
+An image-wise split puts follow-ups of one patient on both sides and inflates AUROC.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cxr14.data.metadata import Metadata, read_split_list
+from cxr14.errors import UserError
+
+log = logging.getLogger(__name__)
+LIST_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
+
+
+@dataclass(frozen=True)
+class Split:
+    """A set of images with their labels and patients (row i of each array is image i)."""
+
+    name: str
+    names: np.ndarray
+    labels: np.ndarray
+    patients: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def take(self, rows: np.ndarray) -> Split:
+        return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows])
+
+    def rename(self, name: str) -> Split:
+        return Split(name, self.names, self.labels, self.patients)
+
+
+def whole(meta: Metadata) -> Split:
+    return Split("all", meta.names, meta.labels, meta.patients)
+
+
+def select(meta: Metadata, names: list[str], split_name: str, list_path: Path) -> Split:
+    """Rows of `meta` for the names in a list file; names absent from the CSV are an error."""
+    row_of = {n: i for i, n in enumerate(meta.names)}
+    rows = [row_of.get(n, -1) for n in names]
+    absent = [n for n, r in zip(names, rows, strict=True) if r < 0]
+    if absent:
+        raise UserError(
+            f"{list_path} names {len(absent)} image(s) that are not in {meta.source} (e.g. "
+            f"{', '.join(absent[:5])}). The list and the CSV come from different releases or folders; use "
+            f"the lists that came with the CSV."
+        )
+    return whole(meta).take(np.asarray(rows, dtype=np.int64)).rename(split_name)
+
+
+def split_by_patient(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held_out): about `fraction` of the images, whole patients only, seeded."""
+    patients = np.unique(split.patients)
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(patients)
+    n_held = round(len(patients) * fraction)
+    held = np.isin(split.patients, shuffled[:n_held])
+    return split.take(np.flatnonzero(~held)), split.take(np.flatnonzero(held))
+
+
+def cap(split: Split, max_samples: int | None, seed: int) -> Split:
+    """At most `max_samples` images, a seeded random subset kept in file order."""
+    if max_samples is None or max_samples <= 0 or len(split) <= max_samples:
+        return split
+    rows = np.sort(np.random.default_rng(seed).choice(len(split), size=max_samples, replace=False))
+    return split.take(rows)
+
+
+def check_disjoint(splits: dict[str, Split]) -> None:
+    """Refuse to train when an image or patient sits in two splits (leakage)."""
+    items = list(splits.items())
+    for i, (name_a, a) in enumerate(items):
+        for name_b, b in items[i + 1 :]:
+            shared = np.intersect1d(a.patients, b.patients)
+            if len(shared):
+                raise UserError(
+                    f"{len(shared)} patient(s) are in both {name_a} and {name_b} (e.g. {shared[:5].tolist()}): "
+                    f"the split would leak. Use the official lists, or remove them to get a patient-wise split."
+                )
+
+
+def make_splits(
+    meta: Metadata, data_dir: Path, val_fraction: float, seed: int, caps: tuple[int | None, int | None]
+) -> dict[str, Split]:
+    """train / val / test: official lists when present, else a seeded patient-wise split.
+
+    `caps` = (max_train_samples, max_test_samples), applied after the patient-wise carving.
+    """
+    list_paths = {k: data_dir / v for k, v in LIST_FILES.items()}
+    if all(p.is_file() for p in list_paths.values()):
+        train_val = select(meta, read_split_list(list_paths["train_val"]), "train_val", list_paths["train_val"])
+        test = select(meta, read_split_list(list_paths["test"]), "test", list_paths["test"])
+        log.info("split: official lists (%d train_val, %d test images)", len(train_val), len(test))
+    else:
+        train_val, test = split_by_patient(whole(meta), 0.2, seed)
+        log.warning(
+            "split: %s not found in %s; using a seeded patient-wise split (20%% of patients to test, seed %d). "
+            "Results are not comparable with the official split.",
+            " / ".join(LIST_FILES.values()),
+            data_dir,
+            seed,
+        )
+    train, val = split_by_patient(train_val, val_fraction, seed)
+    splits = {
+        "train": cap(train, caps[0], seed).rename("train"),
+        "val": val.rename("val"),
+        "test": cap(test, caps[1], seed).rename("test"),
+    }
+    check_disjoint(splits)
+    return splits

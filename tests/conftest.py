@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny NIH-format folder made here, and the real NIH metadata in shared/nih."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr14.labels import LABELS, decode
+
+REPO = Path(__file__).resolve().parents[1]
+NIH = REPO.parent / "shared" / "nih"
+HEADER_2017 = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+
+
+def make_nih_folder(root: Path, n_patients: int = 24, per_patient: int = 3, size: int = 48, seed: int = 0) -> Path:
+    """A small dataset in NIH's on-disk format: 2017 CSV (CRLF, trailing comma), images/, both lists.
+
+    Each finding brightens its own tile of the image, so a model can learn something in two epochs.
+    The first image is saved as RGBA (like 519 real ones) and the last one is truncated (corrupt).
+    """
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True)
+    rows, names = [HEADER_2017], []
+    for patient in range(1, n_patients + 1):
+        for follow in range(per_patient):
+            labels = (rng.random(len(LABELS)) < 0.25).astype(np.uint8)
+            name = f"{patient:08d}_{follow:03d}.png"
+            pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
+            tile = size // 4
+            for j in np.flatnonzero(labels):
+                r, c = divmod(int(j), 4)
+                pixels[r * tile : (r + 1) * tile, c * tile : (c + 1) * tile] += 150
+            img = Image.fromarray(pixels, "L")
+            (img.convert("RGBA") if not names else img).save(root / "images" / name)
+            rows.append(f"{name},{decode(labels)},{follow},{patient},{40 + follow},M,PA,2500,2048,0.143,0.143")
+            names.append(name)
+    (root / "Data_Entry_2017.csv").write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    last = root / "images" / names[-1]
+    last.write_bytes(last.read_bytes()[:60])  # truncated PNG
+    test_patients = set(range(1, n_patients + 1, 4))
+    split = {"test_list.txt": [], "train_val_list.txt": []}
+    for name in names:
+        split["test_list.txt" if int(name[:8]) in test_patients else "train_val_list.txt"].append(name)
+    for file, listed in split.items():
+        (root / file).write_text("\n".join(sorted(listed)))  # no final newline, as NIH's
+    return root
+
+
+@pytest.fixture(scope="session")
+def nih_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_nih_folder(tmp_path_factory.mktemp("nih") / "data")
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run a command of this repo in a subprocess (the real entry point, as a user would)."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
