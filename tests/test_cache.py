@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import pickle
 from pathlib import Path
 
@@ -184,7 +185,8 @@ def test_bad_image_skipped_is_marked_and_counted(data, tmp_path):
     assert source is not None
     with pytest.raises(ValueError, match=names[7]):
         source.read(7)
-    assert sum(int(b["n_bad"]) for b in _batches(source, N_IMAGES)) == 1
+    bad = [entry for batch in _batches(source, N_IMAGES) for entry in batch["bad"]]
+    assert len(bad) == 1 and bad[0][0] == 7 and names[7] in bad[0][1]
 
 
 def test_source_pickles_without_pixels(data, tmp_path):
@@ -197,3 +199,14 @@ def test_source_pickles_without_pixels(data, tmp_path):
     clone = pickle.loads(pickle.dumps(source))
     assert len(pickle.dumps(source)) < N_IMAGES * 64 * 64 / 2
     np.testing.assert_array_equal(clone.read(0), first)
+
+
+def test_concurrent_prepare_is_refused(data, tmp_path):
+    data_dir, names, paths = data
+    directory = tmp_path / "cache" / "cache_32"
+    directory.mkdir(parents=True)
+    with open(directory / "lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        with pytest.raises(UserError, match="Another"):
+            prepare(data_dir, names, paths, 32, tmp_path / "cache", workers=1, progress=False)
+    assert prepare(data_dir, names, paths, 32, tmp_path / "cache", workers=1, progress=False).n_images == N_IMAGES

@@ -17,11 +17,20 @@ from tests.conftest import NIH
 pytestmark = pytest.mark.skipif(not NIH.is_dir(), reason="shared/nih metadata not present")
 
 COUNTS = {
-    "Atelectasis": (11559, 8280, 3279), "Cardiomegaly": (2776, 1707, 1069), "Effusion": (13317, 8659, 4658),
-    "Infiltration": (19894, 13782, 6112), "Mass": (5782, 4034, 1748), "Nodule": (6331, 4708, 1623),
-    "Pneumonia": (1431, 876, 555), "Pneumothorax": (5302, 2637, 2665), "Consolidation": (4667, 2852, 1815),
-    "Edema": (2303, 1378, 925), "Emphysema": (2516, 1423, 1093), "Fibrosis": (1686, 1251, 435),
-    "Pleural_Thickening": (3385, 2242, 1143), "Hernia": (227, 141, 86),
+    "Atelectasis": (11559, 8280, 3279),
+    "Cardiomegaly": (2776, 1707, 1069),
+    "Effusion": (13317, 8659, 4658),
+    "Infiltration": (19894, 13782, 6112),
+    "Mass": (5782, 4034, 1748),
+    "Nodule": (6331, 4708, 1623),
+    "Pneumonia": (1431, 876, 555),
+    "Pneumothorax": (5302, 2637, 2665),
+    "Consolidation": (4667, 2852, 1815),
+    "Edema": (2303, 1378, 925),
+    "Emphysema": (2516, 1423, 1093),
+    "Fibrosis": (1686, 1251, 435),
+    "Pleural_Thickening": (3385, 2242, 1143),
+    "Hernia": (227, 141, 86),
 }
 
 

@@ -13,16 +13,37 @@ from cxr14 import checkpoint
 from cxr14.labels import LABELS
 from tests.conftest import REPO, run_cli
 
-SMALL = ["--model", "convnext_atto", "--image_size", "32", "--batch_size", "8", "--num_workers", "0",
-         "--device", "cpu", "--no-progress", "--learning_rate", "1e-3"]
+SMALL = [
+    "--model",
+    "convnext_atto",
+    "--image_size",
+    "32",
+    "--batch_size",
+    "8",
+    "--num_workers",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--learning_rate",
+    "1e-3",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(nih_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     result = run_cli(
-        str(REPO / "main.py"), "--data_dir", str(nih_folder), "--output_dir", str(out), "--num_epochs", "2",
-        "--on_bad_image", "skip", *SMALL,
+        str(REPO / "main.py"),
+        "--data_dir",
+        str(nih_folder),
+        "--output_dir",
+        str(out),
+        "--num_epochs",
+        "2",
+        "--on_bad_image",
+        "skip",
+        *SMALL,
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -63,7 +84,17 @@ def test_best_checkpoint_round_trip(trained: Path) -> None:
 
 def test_existing_run_is_not_overwritten(trained: Path, nih_folder: Path) -> None:
     before = (trained / "best_model.pth").read_bytes()
-    result = run_cli(str(REPO / "main.py"), "--data_dir", str(nih_folder), "--output_dir", str(trained),
-                     "--num_epochs", "1", "--on_bad_image", "skip", *SMALL)
+    result = run_cli(
+        str(REPO / "main.py"),
+        "--data_dir",
+        str(nih_folder),
+        "--output_dir",
+        str(trained),
+        "--num_epochs",
+        "1",
+        "--on_bad_image",
+        "skip",
+        *SMALL,
+    )
     assert result.returncode == 2 and "already holds a training run" in result.stderr
     assert (trained / "best_model.pth").read_bytes() == before

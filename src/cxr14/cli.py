@@ -13,6 +13,7 @@ from tqdm import tqdm
 from cxr14 import __version__
 from cxr14.config import TrainConfig, add_arguments
 from cxr14.errors import UserError
+from cxr14.loss import LOSSES
 
 Command = Callable[[argparse.Namespace], object]
 
@@ -105,10 +106,37 @@ def add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=d.batch_size, help="batch size (default: %(default)s)")
     p.add_argument("--learning_rate", type=float, default=d.learning_rate, help="AdamW LR (default: %(default)s)")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES, help="training loss (default: %(default)s)")
     p.add_argument("--seed", type=int, default=d.seed, help="seed for data and training (default: %(default)s)")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     p.set_defaults(func=cmd_demo)
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from cxr14.data.loaders import prepare_cache
+
+    info = prepare_cache(args.data_dir, args.image_size, args.cache_dir, args.csv, args.on_bad_image, args.workers)
+    skipped = f", {info.n_bad} unreadable image(s) marked bad" if info.n_bad else ""
+    print(f"cache ready: {info.directory} ({info.n_images} images at {info.size} px{skipped})")
+
+
+def add_prepare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="decode every image once into a resized uint8 cache that training reads instead of PNGs",
+        description="Decode and resize every image named in the metadata CSV once, in parallel, into a "
+        "memory-mapped uint8 array (DATA_DIR/cache/cache_SIZE by default). Training at SIZE or less then reads "
+        "pixels from it instead of decoding PNGs every epoch. Interrupted runs resume; a cache whose files "
+        "changed is detected and rebuilt where needed.",
+    )
+    p.add_argument("--data_dir", type=Path, default=Path("data"), help="dataset folder (default: %(default)s)")
+    p.add_argument("--image_size", type=int, default=384, help="cache image side in px (default: %(default)s)")
+    p.add_argument("--cache_dir", type=Path, default=None, help="where caches go (default: DATA_DIR/cache)")
+    p.add_argument("--csv", type=Path, default=None, help="metadata CSV if not in --data_dir")
+    p.add_argument("--on_bad_image", choices=("fail", "skip"), default="fail", help="missing/corrupt images")
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    p.set_defaults(func=cmd_prepare)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)
+    add_prepare(sub)
     add_phantom(sub)
     add_demo(sub)
     return parser

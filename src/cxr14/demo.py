@@ -32,6 +32,7 @@ class DemoSettings:
     epochs: int = 8
     batch_size: int = 32
     learning_rate: float = 2e-3
+    loss: str = "bce"
     seed: int = 0
     device: str = "auto"
     progress: bool = True
@@ -51,6 +52,7 @@ def demo_config(s: DemoSettings) -> TrainConfig:
         max_test_samples=0,
         num_epochs=s.epochs,
         learning_rate=s.learning_rate,
+        loss=s.loss,
         weight_decay=0.05,
         patience=s.epochs,
         seed=s.seed,

@@ -78,6 +78,15 @@ class XrayDataset(Dataset):
             return torch.zeros(1, size, size, dtype=torch.uint8), self.labels[i], i, f"{type(exc).__name__}: {exc}"
         return torch.from_numpy(pixels).unsqueeze(0), self.labels[i], i, ""
 
+    def __getitems__(self, items: list[int]) -> dict | list:
+        """A whole batch at once when the source can gather it (the cache), else sample by sample."""
+        read_batch = getattr(self.source, "read_batch", None)
+        pixels = read_batch(items) if read_batch is not None else None
+        if pixels is None:
+            return [self[i] for i in items]
+        index = torch.as_tensor(items, dtype=torch.long)
+        return {"image": torch.from_numpy(pixels).unsqueeze(1), "target": self.labels[index], "index": index, "bad": []}
+
     def report_bad(self, bad: list[tuple[int, str]]) -> int:
         """Raise a UserError for the first unreadable image, or (skip mode) return how many there were."""
         if bad and not self.skip_bad:
@@ -90,8 +99,13 @@ class XrayDataset(Dataset):
         return len(bad)
 
 
-def collate_skipping_bad(batch: list) -> dict:
-    """Stack the readable samples of a batch; list the unreadable ones as (index, reason) in `bad`."""
+def collate_skipping_bad(batch: list | dict) -> dict:
+    """Stack the readable samples of a batch; list the unreadable ones as (index, reason) in `bad`.
+
+    A dict is a batch that `XrayDataset.__getitems__` gathered whole: nothing left to do.
+    """
+    if isinstance(batch, dict):
+        return batch
     good = [b for b in batch if not b[3]]
     bad = [(b[2], b[3]) for b in batch if b[3]]
     if not good:

@@ -14,6 +14,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from cxr14.config import TrainConfig
+from cxr14.data import cache
+from cxr14.data.cache import CacheInfo
 from cxr14.data.dataset import ImageSource, PngSource, XrayDataset, collate_skipping_bad
 from cxr14.data.images import check_data_dir, describe_missing, index_images
 from cxr14.data.metadata import find_csv, read_data_entry
@@ -54,18 +56,39 @@ def attach_paths(split: Split, index: dict[str, Path], cfg: TrainConfig) -> tupl
     return split, [p for p in paths if p is not None]
 
 
+def default_cache_dir(data_dir: Path, cache_dir: Path | None) -> Path:
+    """Caches live beside the images unless told otherwise."""
+    return cache_dir or data_dir / "cache"
+
+
+def prepare_cache(
+    data_dir: Path, image_size: int, cache_dir: Path | None, csv: Path | None, on_bad_image: str, workers: int | None
+) -> CacheInfo:
+    """`cxr14 prepare`: decode every image named in the CSV once into the resized cache for `image_size`."""
+    check_data_dir(data_dir)
+    meta = read_data_entry(csv or find_csv(data_dir))
+    index = index_images(data_dir)
+    present = [n for n in meta.names if n in index]
+    missing = [n for n in meta.names if n not in index]
+    if missing and on_bad_image == "fail":
+        raise UserError(describe_missing(missing, data_dir))
+    if missing:
+        log.warning("skipping %d missing image(s), e.g. %s", len(missing), ", ".join(missing[:3]))
+    target = default_cache_dir(data_dir, cache_dir)
+    log.info("caching %d images at %d px into %s", len(present), image_size, target)
+    return cache.prepare(
+        data_dir, present, [index[n] for n in present], image_size, target, workers=workers, on_bad_image=on_bad_image
+    )
+
+
 def image_source(split: Split, paths: list[Path], cfg: TrainConfig) -> ImageSource:
     """The cache if one is complete, current and large enough for this split; else the PNGs."""
-    try:
-        from cxr14.data import cache
-    except ImportError:  # the cache module is optional until it lands
-        return PngSource(paths, cfg.image_size)
-    cache_dir = cfg.cache_dir or cfg.data_dir / "cache"
+    cache_dir = default_cache_dir(cfg.data_dir, cfg.cache_dir)
     source, reason = cache.open_cache(cache_dir, list(split.names), paths, cfg.image_size)
     if source is None:
         log.info("%s: decoding PNGs on the fly (%s); `cxr14 prepare` makes this faster", split.name, reason)
         return PngSource(paths, cfg.image_size)
-    log.info("%s: reading pixels from cache %s", split.name, reason)
+    log.info("%s: %s", split.name, reason)
     return source
 
 

@@ -34,19 +34,24 @@ class DeviceTransform:
     def __init__(
         self, mean: tuple[float, ...], std: tuple[float, ...], in_chans: int, augment: AugmentConfig | None
     ) -> None:
-        self.mean = torch.tensor(mean).view(1, -1, 1, 1)
-        self.std = torch.tensor(std).view(1, -1, 1, 1)
+        std_t = torch.tensor(std).view(1, -1, 1, 1)
+        # (x / 255 - mean) / std == x * scale + bias: one fused op from uint8, no float temporaries.
+        self.scale = 1.0 / (255.0 * std_t)
+        self.bias = -torch.tensor(mean).view(1, -1, 1, 1) / std_t
         self.in_chans = in_chans
         self.augment = augment
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float().div_(255.0)
+        scale, bias = self.scale.to(images.device), self.bias.to(images.device)
         if self.augment is not None:
-            x = _augment(x, self.augment)
-        if self.in_chans != 1:
-            x = x.expand(-1, self.in_chans, -1, -1)
-        mean, std = self.mean.to(x.device), self.std.to(x.device)
-        return (x - mean) / std
+            x = _augment(images.float().div_(255.0), self.augment)
+            scale = scale * 255.0
+        else:
+            x = images
+        if self.in_chans != 1 and bias.shape[1] == 1:
+            # One grey statistic: normalise one channel, then repeat it as a view (no 3x copy).
+            return torch.addcmul(bias, x, scale).expand(-1, self.in_chans, -1, -1)
+        return torch.addcmul(bias, x.expand(-1, self.in_chans, -1, -1), scale)
 
 
 def _augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:

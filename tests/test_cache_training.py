@@ -1,0 +1,53 @@
+"""Training reads the `cxr14 prepare` cache when one fits, and nothing else about the run changes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from tests.conftest import REPO, make_nih_folder, run_cli
+
+FAST = [
+    "--model",
+    "convnext_atto",
+    "--image_size",
+    "32",
+    "--batch_size",
+    "8",
+    "--num_workers",
+    "0",
+    "--device",
+    "cpu",
+    "--no-progress",
+    "--num_epochs",
+    "1",
+    "--on_bad_image",
+    "skip",
+]
+
+
+def test_cached_run_equals_png_run(tmp_path: Path) -> None:
+    data = make_nih_folder(tmp_path / "data", n_patients=12, per_patient=2, size=48)
+    png = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(tmp_path / "png"), *FAST)
+    assert png.returncode == 0, png.stderr
+    assert "decoding PNGs on the fly" in png.stderr
+
+    prep = run_cli("-m", "cxr14", "prepare", "--data_dir", str(data), "--image_size", "32", "--on_bad_image", "skip")
+    assert prep.returncode == 0, prep.stderr
+    assert "1 unreadable image(s) marked bad" in prep.stdout
+    cached = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(tmp_path / "cached"), *FAST)
+    assert cached.returncode == 0, cached.stderr
+    assert "using cache" in cached.stderr
+
+    a = json.loads((tmp_path / "png" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "cached" / "metrics.json").read_text())
+    assert a == b
+    rows = [(tmp_path / run / "metrics.csv").read_text().splitlines()[1].split(",")[:4] for run in ("png", "cached")]
+    assert rows[0] == rows[1]  # same loss and validation AUROC, epoch by epoch
+
+    # A cache whose files changed is not used silently.
+    victim = next((data / "images").glob("00000003_*.png"))
+    shutil.copy(next((data / "images").glob("00000004_*.png")), victim)
+    stale = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(tmp_path / "stale"), *FAST)
+    assert stale.returncode == 0 and "stale" in stale.stderr and "decoding PNGs" in stale.stderr
