@@ -1,7 +1,8 @@
 """`cxr14 demo`: phantom data -> a small ConvNeXt trained from scratch -> test AUROC, in minutes on a CPU.
 
 It runs the normal training path (the same `train()` as `cxr14 train`), only with settings sized
-for a laptop: convnext_atto at 128 px on a phantom set rendered at 256 px.
+for a 2-core laptop: convnext_atto from scratch at 96 px, on 1,200 phantom patients rendered at
+256 px, 12 epochs, asymmetric loss (it learned the rare findings faster than focal or BCE here).
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ class DemoSettings:
 
     data_dir: Path = Path("demo_data")
     output_dir: Path | None = None
-    n_patients: int = 1000
+    n_patients: int = 1200
     phantom_size: int = 256
-    image_size: int = 128
-    epochs: int = 8
+    image_size: int = 96
+    epochs: int = 12
     batch_size: int = 32
     learning_rate: float = 2e-3
-    loss: str = "bce"
+    loss: str = "asl"
     seed: int = 0
     device: str = "auto"
     progress: bool = True

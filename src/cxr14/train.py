@@ -10,12 +10,12 @@ import csv
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from cxr14 import checkpoint
 from cxr14.config import TrainConfig
@@ -25,7 +25,7 @@ from cxr14.engine import Optim, Precision, predict, resolve_device, resolve_prec
 from cxr14.errors import UserError
 from cxr14.files import write_text
 from cxr14.labels import LABELS
-from cxr14.loss import make_loss
+from cxr14.loss import LossFn, make_loss
 from cxr14.metrics import AurocResult, auroc, format_table
 from cxr14.model import DataConfig, create_model
 
@@ -46,12 +46,14 @@ class Run:
     data_config: DataConfig
     optim: Optim
     scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau
+    loss_fn: LossFn
+    loaders: dict[str, DataLoader]
+    log_file: logging.Handler
     best: float = -1.0
-    history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def prepare_output_dir(cfg: TrainConfig) -> Path:
-    """Create the run folder; refuse to overwrite the checkpoints of an earlier run."""
+def prepare_output_dir(cfg: TrainConfig) -> tuple[Path, logging.Handler]:
+    """Create the run folder and its train.log; refuse to overwrite the checkpoints of an earlier run."""
     out = cfg.resolved_output_dir()
     if (out / "best_model.pth").exists() or (out / "last.pth").exists():
         raise UserError(
@@ -62,18 +64,17 @@ def prepare_output_dir(cfg: TrainConfig) -> Path:
     handler = logging.FileHandler(out / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger("cxr14").addHandler(handler)
-    return out
+    return out, handler
 
 
 def setup(cfg: TrainConfig) -> Run:
     """Seed, pick device and precision, build data, model, loss and optimizer."""
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)  # timm/torch code paths that use numpy's global RNG
+    torch.manual_seed(cfg.seed)  # initialisation and on-device augmentation; data order has its own generator
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
     data = build_datasets(cfg)  # bad data fails here, before a run folder exists
     model, data_config = create_model(cfg.model, cfg.pretrained, cfg.pretrained_path, cfg.image_size)
-    out = prepare_output_dir(cfg)
+    out, log_file = prepare_output_dir(cfg)
     cfg.save(out / "config.json")
     log.info("run folder %s; device %s; precision %s", out, device, precision.dtype or "fp32")
     model.to(device)
@@ -84,7 +85,10 @@ def setup(cfg: TrainConfig) -> Run:
     )
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
     log.info("model %s (%.1fM parameters), %d px, loss %s", cfg.model, n_params, cfg.image_size, cfg.loss)
-    return Run(cfg, out, device, precision, data, model, data_config, optim, scheduler)
+    loaders = {name: make_loader(d.dataset, cfg, train=name == "train", device=device) for name, d in data.items()}
+    return Run(
+        cfg, out, device, precision, data, model, data_config, optim, scheduler, make_loss(cfg.loss), loaders, log_file
+    )
 
 
 def transforms(run: Run) -> tuple[DeviceTransform, DeviceTransform]:
@@ -96,8 +100,7 @@ def transforms(run: Run) -> tuple[DeviceTransform, DeviceTransform]:
 
 def score(run: Run, split: str, transform: DeviceTransform) -> tuple[AurocResult, dict]:
     """Predict a whole split and compute its AUROC table."""
-    loader = make_loader(run.data[split].dataset, run.cfg, train=False, device=run.device)
-    pred = predict(run.model, loader, transform, run.precision, desc=split, progress=run.cfg.progress)
+    pred = predict(run.model, run.loaders[split], transform, run.precision, desc=split, progress=run.cfg.progress)
     if pred["n_bad"]:
         log.warning("%s: %d unreadable image(s) skipped", split, pred["n_bad"])
     return auroc(pred["targets"], pred["probs"]), pred
@@ -132,17 +135,16 @@ def append_epoch_row(run: Run, row: dict[str, Any]) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
-    run.history.append(row)
 
 
-def run_epoch(run: Run, epoch: int, train_loader: Any, tfs: tuple[DeviceTransform, DeviceTransform]) -> bool:
+def run_epoch(run: Run, epoch: int, tfs: tuple[DeviceTransform, DeviceTransform]) -> bool:
     """Train one epoch, validate, step the scheduler, checkpoint; True when it improved."""
     cfg, start = run.cfg, time.perf_counter()
     lr_before = run.optim.optimizer.param_groups[0]["lr"]
     stats = train_one_epoch(
         run.model,
-        train_loader,
-        (tfs[0], make_loss(cfg.loss), run.optim),
+        run.loaders["train"],
+        (tfs[0], run.loss_fn, run.optim),
         run.precision,
         desc=f"epoch {epoch}/{cfg.num_epochs}",
         progress=cfg.progress,
@@ -183,10 +185,9 @@ def run_epoch(run: Run, epoch: int, train_loader: Any, tfs: tuple[DeviceTransfor
 def fit(run: Run) -> None:
     """Epochs until --num_epochs or until --patience epochs pass without a better validation AUROC."""
     tfs = transforms(run)
-    train_loader = make_loader(run.data["train"].dataset, run.cfg, train=True, device=run.device)
     since_best = 0
     for epoch in range(1, run.cfg.num_epochs + 1):
-        since_best = 0 if run_epoch(run, epoch, train_loader, tfs) else since_best + 1
+        since_best = 0 if run_epoch(run, epoch, tfs) else since_best + 1
         if since_best >= run.cfg.patience:
             log.info("early stop: no better validation mean AUROC for %d epochs", since_best)
             break
@@ -209,7 +210,11 @@ def test(run: Run) -> AurocResult:
 def train(cfg: TrainConfig) -> AurocResult:
     """The whole job behind `cxr14 train` and `python main.py`."""
     run = setup(cfg)
-    fit(run)
-    result = test(run)
-    log.info("outputs in %s (best_model.pth, metrics.json, metrics.csv)", run.out)
+    try:
+        fit(run)
+        result = test(run)
+        log.info("outputs in %s (best_model.pth, metrics.json, metrics.csv)", run.out)
+    finally:
+        logging.getLogger("cxr14").removeHandler(run.log_file)
+        run.log_file.close()
     return result

@@ -717,8 +717,11 @@ def _pleural_thickening(an: _Anatomy, r: np.random.Generator) -> tuple[_Anatomy,
 
 def _hernia(an: _Anatomy, r: np.random.Generator) -> tuple[_Anatomy, _Draw]:
     """Hiatal hernia: a rounded retrocardiac opacity above the diaphragm, often with a gas bubble."""
-    dx, rad, up, amp = r.uniform(-0.06, 0.12), r.uniform(0.08, 0.13), r.uniform(0.02, 0.12), r.uniform(0.18, 0.28)
-    wide, gas = r.uniform(1.0, 1.3), r.random() < 0.75
+    # Midline to left of midline (the stomach's side), often reaching past the heart border.
+    dx, rad, up, amp = r.uniform(0.0, 0.22), r.uniform(0.1, 0.15), r.uniform(0.04, 0.14), r.uniform(0.2, 0.3)
+    # The gas bubble with its air-fluid level is what gives a hernia away behind the dense heart shadow
+    # (a round opacity alone looks like a Mass), so it is almost always there and clearly dark.
+    wide, gas, dark = r.uniform(1.0, 1.3), r.random() < 0.9, r.uniform(0.4, 0.6)
 
     def draw(g: _Grid, an: _Anatomy, L: _Layers) -> None:
         cy = (an.dome_y[0] + an.dome_y[1]) / 2 - up
@@ -726,10 +729,10 @@ def _hernia(an: _Anatomy, r: np.random.Generator) -> tuple[_Anatomy, _Draw]:
         L.add(hit, amp)
         L.fill_max(hit, 1.0)
         if gas and hit is not None:  # air above an air-fluid level in the herniated stomach
-            bubble = _ellipse(g, dx, cy - 0.3 * rad, 0.55 * rad * wide, 0.4 * rad, 0.008)
+            bubble = _ellipse(g, dx, cy - 0.3 * rad, 0.65 * rad * wide, 0.45 * rad, 0.008)
             if bubble is not None:
                 win, m = bubble
-                L.lesion[win] -= 0.3 * m * _ramp(g.y[win] - (cy - 0.12 * rad), g.px)
+                L.lesion[win] -= dark * m * _ramp(g.y[win] - (cy - 0.12 * rad), g.px)
 
     return an, draw
 
@@ -830,7 +833,7 @@ def _expose(g: _Grid, density: np.ndarray, film: _Film, r: np.random.Generator) 
 #: Findings that persist across a patient's later follow-ups once they appear.
 _CHRONIC = ("Cardiomegaly", "Emphysema", "Fibrosis", "Hernia", "Pleural_Thickening")
 #: Per-patient chance of each chronic finding (compressed from NIH so every label has positives).
-_CHRONIC_P = (0.065, 0.06, 0.055, 0.038, 0.06)
+_CHRONIC_P = (0.065, 0.06, 0.055, 0.05, 0.06)
 #: Acute findings: weight as the main finding of an episode (NIH's order, compressed).
 _ACUTE = ("Infiltration", "Effusion", "Atelectasis", "Nodule", "Mass", "Pneumothorax", "Consolidation",
           "Edema", "Pneumonia")  # fmt: skip
