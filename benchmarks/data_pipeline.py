@@ -153,8 +153,8 @@ def cached_loader(source, args: argparse.Namespace) -> DataLoader:
         batch_size=args.batch,
         num_workers=args.workers,
         collate_fn=collate_skipping_bad,
-        persistent_workers=True,
-        prefetch_factor=4,
+        persistent_workers=args.workers > 0,
+        prefetch_factor=4 if args.workers > 0 else None,
         pin_memory=args.device.type == "cuda",
     )
 
@@ -307,21 +307,28 @@ def report_pipelines(paths: list[Path], args: argparse.Namespace, cache_dir: Pat
     rate_a, shape_a = rate_original(paths, args)
     source, reason = open_cache(cache_dir, [p.name for p in paths], paths, args.size)
     assert source is not None, reason
-    loader = cached_loader(source, args)
     grey = (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
     # What the trainer feeds its in_chans=1 model, and what a 3-channel model with per-channel stats needs.
     one = Normalise(args.device, 1, *grey)
     three = Normalise(args.device, 3, IMAGENET_MEAN, IMAGENET_STD)
-    rate_b, shape_b = rate_cached(loader, args.cached_seconds, one)
-    rate_b3, shape_b3 = rate_cached(loader, args.cached_seconds, three)
-    rate_u8, _ = rate_cached(loader, args.cached_seconds / 2, None)
+    # The trainer gathers cache batches in the main process (make_loader); workers shown for comparison.
+    in_process = cached_loader(source, argparse.Namespace(**{**vars(args), "workers": 0}))
+    in_workers = cached_loader(source, args)
+    rate_b, shape_b = rate_cached(in_process, args.cached_seconds, one)
+    rate_b3, shape_b3 = rate_cached(in_process, args.cached_seconds, three)
+    rate_bw, _ = rate_cached(in_workers, args.cached_seconds, one)
+    rate_u8, _ = rate_cached(in_process, args.cached_seconds / 2, None)
     where = args.device.type
     print(f"\n(a) original per-sample pipeline:      {rate_a:8.1f} img/s  batches {shape_a}")
     print(f"(b) cache + normalise on {where}:".ljust(39) + f"{rate_b:8.1f} img/s  batches {shape_b} (in_chans=1)")
-    print(f"    (b)/(a) = {rate_b / rate_a:.1f}")
+    print(f"    (b)/(a) = {rate_b / rate_a:.1f}   [cache gathered in the main process, as the trainer does]")
     print("(b3) same, 3 channels, RGB stats:".ljust(39) + f"{rate_b3:8.1f} img/s  batches {shape_b3}")
     print(f"    (b3)/(a) = {rate_b3 / rate_a:.1f}")
-    print(f"    loader alone (uint8 batches):      {rate_u8:8.1f} img/s = {rate_u8 / rate_a:.1f} x (a)")
+    print(
+        f"    (b) with {args.workers} DataLoader workers:".ljust(39)
+        + f"{rate_bw:8.1f} img/s = {rate_bw / rate_a:.1f} x (a)"
+    )
+    print(f"    gather alone (uint8 batches):      {rate_u8:8.1f} img/s = {rate_u8 / rate_a:.1f} x (a)")
     for name, norm in (("1 channel", one), ("3 channels", three)):
         rate = rate_normalise_only(args, norm)
         print(f"    normalise alone, {name}, {where}:".ljust(39) + f"{rate:8.1f} img/s = {rate / rate_a:.1f} x (a)")

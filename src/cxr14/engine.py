@@ -20,6 +20,8 @@ from cxr14.data.transforms import DeviceTransform
 from cxr14.errors import UserError
 from cxr14.loss import LossFn
 
+SYNC_EVERY = 20  # steps between reading the loss back from the device (each read waits for the GPU)
+
 
 @dataclass(frozen=True)
 class Precision:
@@ -92,9 +94,9 @@ def train_one_epoch(
     transform, loss_fn, optim = step_parts
     device = next(model.parameters()).device
     model.train()
-    total, seen, bad = 0.0, 0, 0
+    total, seen, bad = torch.zeros((), device=device), 0, 0
     bar = _bar(loader, desc, progress)
-    for batch in bar:
+    for step, batch in enumerate(bar):
         bad += loader.dataset.report_bad(batch["bad"])
         if batch["image"].numel() == 0:
             continue
@@ -102,13 +104,24 @@ def train_one_epoch(
         targets = batch["target"].to(device, non_blocking=True)
         with precision.autocast():
             loss = loss_fn(model(images), targets)
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"loss is {loss.item()} at image {seen}; lower --learning_rate")
         optimizer_step(loss, model, optim)
-        n = len(targets)
-        total, seen = total + loss.item() * n, seen + n
-        bar.set_postfix(loss=f"{total / seen:.4f}")
-    return {"loss": total / max(seen, 1), "n_images": seen, "n_bad": bad}
+        total += loss.detach() * len(targets)  # stays on the device: no GPU sync per step
+        seen += len(targets)
+        if step % SYNC_EVERY == 0:
+            _check_finite(total, seen, bar)
+    _check_finite(total, seen, bar)
+    return {"loss": total.item() / max(seen, 1), "n_images": seen, "n_bad": bad}
+
+
+def _check_finite(total: torch.Tensor, seen: int, bar: tqdm) -> None:
+    """Read the running loss back (one sync), show it, and stop on NaN/inf rather than train on garbage."""
+    value = total.item() / max(seen, 1)
+    if not math.isfinite(value):
+        raise UserError(
+            f"The training loss became {value} by image {seen}: training diverged. Lower --learning_rate, or "
+            f"keep --clip_grad on; last.pth and best_model.pth from earlier epochs are kept."
+        )
+    bar.set_postfix(loss=f"{value:.4f}")
 
 
 @torch.no_grad()

@@ -464,13 +464,22 @@ class CacheSource:
     """
 
     def __init__(
-        self, array_path: Path | str, rows: np.ndarray, names: Sequence[str], ok: np.ndarray, size: int
+        self,
+        array_path: Path | str,
+        rows: np.ndarray,
+        names: Sequence[str],
+        ok: np.ndarray,
+        size: int,
+        built_size: int | None = None,
     ) -> None:
         self.array_path = str(array_path)
         self.rows = np.asarray(rows, dtype=np.int64)
         self.names = list(names)
         self.ok = np.asarray(ok, dtype=bool)
         self.size = size  # the training size; the cache may be larger and is then resized on read
+        # Batches at the cache's own size are one memmap gather (~0.1 ms/image): DataLoader workers would
+        # only add inter-process copies. Resizing on read is real work, and workers pay off again.
+        self.gathers_batches = built_size in (None, size)
         self._pixels: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -483,10 +492,10 @@ class CacheSource:
         return self.names[i]
 
     def read_batch(self, items: Sequence[int]) -> np.ndarray | None:
-        """uint8 (B, size, size) for readable items at the cache's own size in one memmap gather, else None.
+        """uint8 (B, size, size) for the items in one fancy-indexed read of the map, or None.
 
-        One fancy-indexed read per batch instead of B Python calls is what lets a 2-core loader keep
-        up with a GPU; the per-item `read` remains for resizing caches and bad rows.
+        One gather per batch instead of B Python calls is what lets a 2-core loader keep up with a
+        GPU. None means the per-item `read` must do the work: a resizing cache, or a bad row.
         """
         if not self.ok[items].all():
             return None
@@ -494,7 +503,7 @@ class CacheSource:
             self._pixels = np.load(self.array_path, mmap_mode="r")
         if self._pixels.shape[1] != self.size:
             return None
-        return self._pixels[self.rows[items]]  # fancy indexing copies: the batch is private
+        return self._pixels[self.rows[items]]  # fancy indexing copies: the batch is private and writable
 
     def read(self, i: int) -> np.ndarray:
         """uint8 (size, size) pixels of item i; ValueError for a row that was unreadable at build time."""
@@ -565,4 +574,4 @@ def _try_open(directory: Path, names: list[str], current: dict[str, int], size: 
     if changed:
         return f"stale: {len(changed)} file(s) changed size since it was built, e.g. {changed[0]}"
     ok = np.load(directory / OK_FILE)[rows].astype(bool)
-    return CacheSource(directory / ARRAY_FILE, rows, names, ok, size)
+    return CacheSource(directory / ARRAY_FILE, rows, names, ok, size, built_size=int(manifest["size"]))

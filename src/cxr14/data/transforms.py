@@ -35,7 +35,7 @@ class DeviceTransform:
         self, mean: tuple[float, ...], std: tuple[float, ...], in_chans: int, augment: AugmentConfig | None
     ) -> None:
         std_t = torch.tensor(std).view(1, -1, 1, 1)
-        # (x / 255 - mean) / std == x * scale + bias: one fused op from uint8, no float temporaries.
+        # (x / 255 - mean) / std == x * scale + bias
         self.scale = 1.0 / (255.0 * std_t)
         self.bias = -torch.tensor(mean).view(1, -1, 1, 1) / std_t
         self.in_chans = in_chans
@@ -43,15 +43,18 @@ class DeviceTransform:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         scale, bias = self.scale.to(images.device), self.bias.to(images.device)
+        # float() then in-place multiply-add: one new tensor, and on a CPU 2x faster than a fused
+        # addcmul that promotes uint8 element by element.
+        x = images.float()
         if self.augment is not None:
-            x = _augment(images.float().div_(255.0), self.augment)
+            x = _augment(x.div_(255.0), self.augment)
             scale = scale * 255.0
-        else:
-            x = images
         if self.in_chans != 1 and bias.shape[1] == 1:
             # One grey statistic: normalise one channel, then repeat it as a view (no 3x copy).
-            return torch.addcmul(bias, x, scale).expand(-1, self.in_chans, -1, -1)
-        return torch.addcmul(bias, x.expand(-1, self.in_chans, -1, -1), scale)
+            return x.mul_(scale).add_(bias).expand(-1, self.in_chans, -1, -1)
+        if self.in_chans != 1:
+            return (x * scale).add_(bias)  # broadcasts [B, 1] to [B, 3]: per-channel statistics
+        return x.mul_(scale).add_(bias)
 
 
 def _augment(x: torch.Tensor, cfg: AugmentConfig) -> torch.Tensor:
