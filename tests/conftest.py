@@ -14,6 +14,9 @@ from cxr14.labels import LABELS, decode
 
 REPO = Path(__file__).resolve().parents[1]
 NIH = REPO.parent / "shared" / "nih"
+#: The smallest real training run: a timm ConvNeXt at 32 px on the CPU, no worker processes.
+TINY_TRAIN = ("--model", "convnext_atto", "--image_size", "32", "--batch_size", "8", "--num_workers", "0",
+              "--device", "cpu", "--no-progress")  # fmt: skip
 HEADER_2017 = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
     "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"

@@ -8,23 +8,9 @@ from pathlib import Path
 import pytest
 
 from cxr14.cli import main
-from tests.conftest import make_nih_folder
+from tests.conftest import TINY_TRAIN, make_nih_folder
 
-FAST = [
-    "--model",
-    "convnext_atto",
-    "--image_size",
-    "32",
-    "--batch_size",
-    "8",
-    "--num_workers",
-    "0",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--num_epochs",
-    "1",
-]
+FAST = [*TINY_TRAIN, "--num_epochs", "1"]
 
 
 @pytest.fixture()

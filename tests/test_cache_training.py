@@ -6,25 +6,9 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.conftest import REPO, make_nih_folder, run_cli
+from tests.conftest import REPO, TINY_TRAIN, make_nih_folder, run_cli
 
-FAST = [
-    "--model",
-    "convnext_atto",
-    "--image_size",
-    "32",
-    "--batch_size",
-    "8",
-    "--num_workers",
-    "0",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--num_epochs",
-    "1",
-    "--on_bad_image",
-    "skip",
-]
+FAST = [*TINY_TRAIN, "--num_epochs", "1", "--on_bad_image", "skip"]
 
 
 def test_cached_run_equals_png_run(tmp_path: Path) -> None:

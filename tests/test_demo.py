@@ -15,9 +15,24 @@ def test_demo_learns_phantoms(tmp_path: Path) -> None:
     data = tmp_path / "phantoms"
 
     def demo(out: str, epochs: str) -> object:
-        return run_cli("-m", "cxr14", "demo", "--data_dir", str(data), "--output_dir", str(tmp_path / out),
-                       "--n_patients", "240", "--phantom_size", "64", "--image_size", "64", "--epochs", epochs,
-                       "--no-progress")
+        return run_cli(
+            "-m",
+            "cxr14",
+            "demo",
+            "--data_dir",
+            str(data),
+            "--output_dir",
+            str(tmp_path / out),
+            "--n_patients",
+            "240",
+            "--phantom_size",
+            "64",
+            "--image_size",
+            "64",
+            "--epochs",
+            epochs,
+            "--no-progress",
+        )
 
     result = demo("run", "5")
     assert result.returncode == 0, result.stderr

@@ -11,23 +11,9 @@ import torch
 
 from cxr14 import checkpoint
 from cxr14.labels import LABELS
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY_TRAIN, run_cli
 
-SMALL = [
-    "--model",
-    "convnext_atto",
-    "--image_size",
-    "32",
-    "--batch_size",
-    "8",
-    "--num_workers",
-    "0",
-    "--device",
-    "cpu",
-    "--no-progress",
-    "--learning_rate",
-    "1e-3",
-]
+SMALL = [*TINY_TRAIN, "--learning_rate", "1e-3"]
 
 
 @pytest.fixture(scope="module")

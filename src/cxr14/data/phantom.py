@@ -716,23 +716,24 @@ def _pleural_thickening(an: _Anatomy, r: np.random.Generator) -> tuple[_Anatomy,
 
 
 def _hernia(an: _Anatomy, r: np.random.Generator) -> tuple[_Anatomy, _Draw]:
-    """Hiatal hernia: a rounded retrocardiac opacity above the diaphragm, often with a gas bubble."""
-    # Midline to left of midline (the stomach's side), often reaching past the heart border.
-    dx, rad, up, amp = r.uniform(0.0, 0.22), r.uniform(0.1, 0.15), r.uniform(0.04, 0.14), r.uniform(0.2, 0.3)
-    # The gas bubble with its air-fluid level is what gives a hernia away behind the dense heart shadow
-    # (a round opacity alone looks like a Mass), so it is almost always there and clearly dark.
-    wide, gas, dark = r.uniform(1.0, 1.3), r.random() < 0.9, r.uniform(0.4, 0.6)
+    """Hiatal hernia: a rounded retrocardiac opacity above the diaphragm with a gas cap and a flat level.
+
+    A round opacity alone reads as a Mass, and a ConvNeXt normalises away flat brightness (LayerNorm per
+    position), so the sign that gives a hernia away is drawn clearly: a dark gas cap over the upper part
+    with a sharp horizontal air-fluid level, inside a round wall, at or left of the midline.
+    """
+    dx, rad, up, amp = r.uniform(0.02, 0.22), r.uniform(0.11, 0.16), r.uniform(0.04, 0.14), r.uniform(0.2, 0.3)
+    wide, dark, level = r.uniform(1.0, 1.3), r.uniform(0.55, 0.8), r.uniform(-0.15, 0.15)
 
     def draw(g: _Grid, an: _Anatomy, L: _Layers) -> None:
         cy = (an.dome_y[0] + an.dome_y[1]) / 2 - up
         hit = _ellipse(g, dx, cy, rad * wide, rad, 0.01)
         L.add(hit, amp)
         L.fill_max(hit, 1.0)
-        if gas and hit is not None:  # air above an air-fluid level in the herniated stomach
-            bubble = _ellipse(g, dx, cy - 0.3 * rad, 0.65 * rad * wide, 0.45 * rad, 0.008)
-            if bubble is not None:
-                win, m = bubble
-                L.lesion[win] -= dark * m * _ramp(g.y[win] - (cy - 0.12 * rad), g.px)
+        bubble = _ellipse(g, dx, cy - 0.2 * rad, 0.8 * rad * wide, 0.62 * rad, 0.006)
+        if hit is not None and bubble is not None:  # air above the air-fluid level in the herniated stomach
+            win, m = bubble
+            L.lesion[win] -= dark * m * _ramp(g.y[win] - (cy + level * rad), g.px)
 
     return an, draw
 
