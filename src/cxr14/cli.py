@@ -141,7 +141,7 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cxr14", description="Train, evaluate and explain chest X-ray classifiers on NIH ChestX-ray14."
+        prog="cxr14", description="Train and score chest X-ray classifiers on NIH ChestX-ray14."
     )
     parser.add_argument("--version", action="version", version=f"cxr14 {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
