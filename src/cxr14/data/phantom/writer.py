@@ -1,0 +1,191 @@
+"""Writing a phantom dataset in NIH's on-disk layout: parallel, reusable, never over foreign data."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from tqdm import tqdm
+
+from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
+from cxr14.data.phantom.render import render
+from cxr14.errors import UserError
+from cxr14.labels import LABELS, NO_FINDING, NUM_CLASSES
+
+FORMAT_VERSION = 1
+MANIFEST = "phantom.json"
+CSV_NAME = "Data_Entry_2017.csv"
+TRAIN_VAL_LIST = "train_val_list.txt"
+TEST_LIST = "test_list.txt"
+#: The real 2017 header, byte for byte (the trailing comma makes pandas add an `Unnamed: 11` column).
+CSV_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+_IMAGE_STREAM = 1  # SeedSequence domain tag: images never share a stream with metadata
+_PNG_LEVEL = 1  # zlib level: 6 would cost ~4x the encode time for ~10% smaller noisy files
+
+# --------------------------------------------------------------------------------------------------
+# Writing the dataset
+# --------------------------------------------------------------------------------------------------
+
+
+def _params(n_patients: int, size: int, seed: int) -> dict:
+    return {"format_version": FORMAT_VERSION, "n_patients": n_patients, "size": size, "seed": seed}
+
+
+def _read_manifest(out: Path) -> dict | None:
+    try:
+        return json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_complete(out: Path, n_patients: int, size: int, seed: int) -> bool:
+    """True when `out` holds a finished phantom dataset made with exactly these parameters.
+
+    The manifest is written last, so its presence with matching parameters means every image, the CSV
+    and both lists were written before it.
+    """
+    manifest = _read_manifest(Path(out))
+    if manifest is None or not manifest.get("complete") or manifest.get("params") != _params(n_patients, size, seed):
+        return False
+    return all((Path(out) / name).is_file() for name in (CSV_NAME, TRAIN_VAL_LIST, TEST_LIST))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(text.encode("ascii"))
+    os.replace(tmp, path)
+
+
+def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool]) -> None:
+    """Render and save one image (a top-level function, so worker processes can run it).
+
+    Its random stream depends only on (seed, image index), so the files are the same whatever the
+    number of workers or the order they run in.
+    """
+    path, index, findings, size, seed, rgba = task
+    rng = np.random.default_rng(np.random.SeedSequence([_IMAGE_STREAM, seed, index]))
+    img = Image.fromarray(render(findings, size, rng), mode="L")
+    if rgba:  # NIH ships 519 RGBA images; a loader must cope, so the phantoms have a few too
+        img = img.convert("RGBA")
+    tmp = path.with_name(path.name + ".tmp")
+    img.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
+    os.replace(tmp, path)
+
+
+def _rgba_indices(n_images: int, seed: int) -> set[int]:
+    """About 0.5% of the images (at least one once there are 20) are saved as RGBA."""
+    if n_images < 20:
+        return set()
+    r = np.random.default_rng(np.random.SeedSequence([_META_STREAM, seed, 1]))
+    k = max(1, round(0.005 * n_images))
+    return {int(i) for i in r.choice(n_images, size=k, replace=False)}
+
+
+def _run(tasks: list, workers: int, progress: bool) -> None:
+    """Render on all cores (spawned workers: safe even when the caller has threads, e.g. torch)."""
+    bar = tqdm(total=len(tasks), desc="phantoms", unit="img", disable=not progress)
+    with bar:
+        if workers <= 1:
+            for task in tasks:
+                _render_file(task)
+                bar.update()
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            for _ in pool.map(_render_file, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
+                bar.update()
+
+
+def summarize(cohort: Cohort) -> dict:
+    """Image, patient and per-label positive counts for each split (also stored in the manifest)."""
+    test = cohort.is_test
+    out = {"n_images": len(cohort.names), "n_patients": len(np.unique(cohort.patient))}
+    for split, mask in (("train_val", ~test), ("test", test)):
+        labels = cohort.labels[mask]
+        counts = {name: int(n) for name, n in zip(LABELS, labels.sum(0), strict=True)}
+        counts[NO_FINDING] = int((labels.sum(1) == 0).sum())
+        out[split] = {
+            "n_images": int(mask.sum()),
+            "n_patients": len(np.unique(cohort.patient[mask])),
+            "counts": counts,
+        }
+    return out
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Never write over a folder that holds data a phantom run did not make (say, the real NIH set)."""
+    if (out / MANIFEST).is_file() or not out.exists():
+        return
+    if any((out / name).exists() for name in (CSV_NAME, "Data_Entry_2017_v2020.csv", "images", TEST_LIST)):
+        raise UserError(
+            f"{out} already holds a dataset that cxr14 phantom did not write (no {MANIFEST}); refusing to "
+            f"overwrite it. Choose an empty or new folder for --out."
+        )
+
+
+def write_dataset(
+    out: Path,
+    n_patients: int = 1000,
+    size: int = 1024,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Write a phantom NIH folder: Data_Entry_2017.csv, images/*.png, both split lists, phantom.json.
+
+    Returns a summary (image/patient counts, per-label positives per split, n_rgba, params). Reuses a
+    finished folder made with the same parameters (returns at once). Otherwise it (re)writes only the
+    files it owns; the manifest goes first away and last back, so an interrupted run never looks done.
+    """
+    out = Path(out)
+    if is_complete(out, n_patients, size, seed):
+        return _read_manifest(out)["summary"]
+    _refuse_foreign(out)
+    out.mkdir(parents=True, exist_ok=True)
+    # Claim the folder before touching anything: an interrupted run leaves "complete": false.
+    _write_text(out / MANIFEST, json.dumps({"params": _params(n_patients, size, seed), "complete": False}) + "\n")
+    (out / "images").mkdir(exist_ok=True)
+    cohort = sample_cohort(n_patients, seed)
+    rgba = _rgba_indices(len(cohort.names), seed)
+    tasks = [(out / "images" / name, i, cohort.labels[i], size, seed, i in rgba) for i, name in enumerate(cohort.names)]
+    _run(tasks, workers or os.cpu_count() or 1, progress)
+    _write_text(out / CSV_NAME, "".join(line + "\r\n" for line in [CSV_HEADER, *cohort.rows]))
+    test = cohort.is_test
+    names = np.array(cohort.names)
+    _write_text(out / TRAIN_VAL_LIST, "\n".join(sorted(names[~test])))
+    _write_text(out / TEST_LIST, "\n".join(sorted(names[test])))
+    summary = {**summarize(cohort), "n_rgba": len(rgba), "params": _params(n_patients, size, seed)}
+    manifest = {"params": _params(n_patients, size, seed), "complete": True, "n_images": len(names), "summary": summary}
+    _write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return summary
+
+
+def write_preview(path: Path, size: int = 256, seed: int = 0) -> None:
+    """A labelled contact sheet PNG: a normal phantom, then one per finding (only that finding).
+
+    All 15 panels share one patient's anatomy and film (the same seed), so each panel differs from the
+    normal one by its sign alone.
+    """
+    cols, rows = 5, 3
+    cap = max(14, size // 10)
+    sheet = Image.new("L", (cols * size, rows * (size + cap)), 0)
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=max(10, int(cap * 0.7)))
+    for j, title in enumerate((NO_FINDING, *LABELS)):
+        findings = np.zeros(NUM_CLASSES, dtype=np.uint8)
+        if j:
+            findings[j - 1] = 1
+        x, y = (j % cols) * size, (j // cols) * (size + cap)
+        sheet.paste(Image.fromarray(render(findings, size, np.random.default_rng(seed)), mode="L"), (x, y))
+        draw.text((x + size / 2, y + size + cap / 2), title, fill=255, font=font, anchor="mm")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path, format="PNG")
