@@ -1,0 +1,43 @@
+"""GPU-only checks (skipped without CUDA): mixed precision through the real step and the real CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxr14.data.transforms import AugmentConfig, DeviceTransform
+from cxr14.engine import Optim, optimizer_step, resolve_precision
+from cxr14.loss import make_loss
+from cxr14.model import build
+from tests.conftest import REPO, TINY_TRAIN, make_nih_folder, run_cli
+
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+@pytest.mark.parametrize("name", ["bf16", "fp16"])
+def test_mixed_precision_step_learns(name: str) -> None:
+    device = torch.device("cuda")
+    precision = resolve_precision(name, device)
+    model = build("convnext_atto").to(device)
+    optim = Optim(torch.optim.AdamW(model.parameters(), lr=1e-3), precision.make_scaler(), clip_grad=1.0)
+    transform, loss_fn = DeviceTransform((0.45,), (0.23,), 1, AugmentConfig()), make_loss("focal")
+    images = torch.randint(0, 256, (16, 1, 64, 64), dtype=torch.uint8, device=device)
+    targets = (torch.rand(16, 14, device=device) < 0.3).float()
+    losses = []
+    for _ in range(20):
+        with precision.autocast():
+            loss = loss_fn(model(transform(images)), targets)
+        optimizer_step(loss, model, optim)
+        losses.append(loss.item())
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+def test_cli_trains_on_gpu(tmp_path: Path) -> None:
+    data = make_nih_folder(tmp_path / "data", n_patients=12, per_patient=2, size=48)
+    args = [a if a != "cpu" else "cuda" for a in TINY_TRAIN]
+    result = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(tmp_path / "run"),
+                     "--num_epochs", "1", "--on_bad_image", "skip", *args)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "device cuda" in result.stderr and "precision torch.bfloat16" in result.stderr
