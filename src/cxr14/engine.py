@@ -143,13 +143,13 @@ def predict(
             continue
         with precision.autocast():
             logits = model(transform(batch["image"].to(device, non_blocking=True)))
-        probs.append(torch.sigmoid(logits.float()).cpu())
+        probs.append(torch.sigmoid(logits.float()))  # stays on the device until the end: no sync per batch
         targets.append(batch["target"])
         index.append(batch["index"])
     if not probs:
         raise UserError("No readable image in the evaluation set; see the skipped-image count above.")
     return {
-        "probs": torch.cat(probs).numpy(),
+        "probs": torch.cat(probs).cpu().numpy(),
         "targets": torch.cat(targets).numpy(),
         "index": torch.cat(index).numpy(),
         "n_bad": bad,
