@@ -13,7 +13,17 @@ FAST = [*TINY_TRAIN, "--num_epochs", "1", "--on_bad_image", "skip"]
 
 def test_cached_run_equals_png_run(tmp_path: Path) -> None:
     data = make_nih_folder(tmp_path / "data", n_patients=12, per_patient=2, size=48)
-    png = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(tmp_path / "png"), *FAST)
+    # PNGs through 2 worker processes; the cache below is gathered in the main process.
+    png = run_cli(
+        str(REPO / "main.py"),
+        "--data_dir",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "png"),
+        *FAST,
+        "--num_workers",
+        "2",
+    )
     assert png.returncode == 0, png.stderr
     assert "decoding PNGs on the fly" in png.stderr
 
