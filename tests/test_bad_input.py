@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from cxr14.cli import main
 from tests.conftest import TINY_TRAIN, make_nih_folder
@@ -47,6 +48,7 @@ def test_missing_images_fail_then_skip(capsys: pytest.CaptureFixture, folder: Pa
 
 
 def test_corrupt_image_fails_by_default(capsys: pytest.CaptureFixture, folder: Path) -> None:
+    Image.new("L", (32, 32)).save(folder / "images" / "00000008_001.png")  # repair the fixture's corrupt one
     bad = folder / "images" / "00000001_001.png"  # a test-split image: every run scores it
     bad.write_bytes(bad.read_bytes()[:50])
     code, err = train(capsys, folder, "--on_bad_image", "fail")
