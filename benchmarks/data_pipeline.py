@@ -35,7 +35,7 @@ from torchvision import transforms
 
 from cxr14.data.cache import open_cache, prepare
 from cxr14.data.dataset import XrayDataset, collate_skipping_bad
-from cxr14.data.images import read_gray
+from cxr14.data.images import read_gray, resize_gray
 from cxr14.data.transforms import DeviceTransform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -249,7 +249,7 @@ def resize_tolerance(paths: list[Path], size: int) -> tuple[int, float]:
     diffs = []
     for p in paths:
         big = Image.fromarray(read_gray(p, size * 4 // 3))
-        twice = np.asarray(big.resize((size, size), Image.Resampling.BILINEAR), dtype=np.int16)
+        twice = np.asarray(resize_gray(big, size), dtype=np.int16)
         diffs.append(np.abs(twice - read_gray(p, size)))
     d = np.stack(diffs)
     return int(d.max()), float(d.mean())

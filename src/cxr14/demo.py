@@ -2,7 +2,7 @@
 
 It runs the normal path (`cxr14 prepare`'s cache, then the same `train()` as `cxr14 train`), with settings sized
 for a 2-core laptop: convnext_atto from scratch at 96 px, on 1,200 phantom patients rendered at
-256 px, 12 epochs, asymmetric loss (it learned the rare findings faster than focal or BCE here).
+256 px, 12 epochs, asymmetric loss (the best test AUROC of the three losses in our demo runs).
 """
 
 from __future__ import annotations

@@ -42,15 +42,14 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
-from cxr14.data.images import DECODE_ERRORS, read_gray
+from cxr14.data.images import DECODE_ERRORS, RESIZE_FILTER, read_gray, resize_gray
 from cxr14.errors import UserError
+from cxr14.files import write_text
 
 log = logging.getLogger(__name__)
 
 #: Bump whenever the layout or the decode/resize semantics change: older caches are then rebuilt.
 FORMAT_VERSION = 1
-#: What `read_gray` does to resize; recorded so a cache made another way is never mistaken for ours.
-RESIZE_FILTER = "PIL bilinear antialiased"
 #: Rows per unit of work and of resumable progress: ~0.25 s of decoding, so flushing costs nothing.
 CHUNK_ROWS = 16
 BAD_IMAGE_CHOICES = ("fail", "skip")
@@ -126,10 +125,8 @@ def _make_plan(names: Sequence[str], paths: Sequence[Path | None], size: int) ->
 
 
 def _write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    """Write then rename, so a reader sees the old manifest or the new one, never half of one."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    """A reader sees the old manifest or the new one, never half of one."""
+    write_text(path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
 
 
 def _read_manifest(directory: Path) -> dict[str, Any] | None:
@@ -514,9 +511,8 @@ class CacheSource:
         row = self._pixels[self.rows[i]]
         if row.shape[0] == self.size:
             return np.array(row)  # a private, writable copy: the map is read-only and may be shared
-        # Same filter as read_gray; two resizes (1024 -> cache -> size) differ from one by a few levels.
-        small = Image.fromarray(np.asarray(row)).resize((self.size, self.size), Image.Resampling.BILINEAR)
-        return np.array(small)
+        # Two resizes (1024 -> cache -> size) differ from one by a few grey levels.
+        return np.array(resize_gray(Image.fromarray(np.asarray(row)), self.size))
 
 
 class CacheLookup(NamedTuple):

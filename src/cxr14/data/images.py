@@ -7,13 +7,15 @@ grayscale ("L") whatever its mode, so the model never sees a 4-channel or 16-bit
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cxr14.errors import UserError
+
+#: The one resize of the project (per-image path, cache build, cache read); named in cache fingerprints.
+RESIZE_FILTER = "PIL bilinear antialiased"
 
 #: Errors that mean "this file is not a readable image" (truncated, corrupt, not a PNG).
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError)
@@ -42,32 +44,26 @@ def index_images(data_dir: Path) -> dict[str, Path]:
     return found
 
 
-def resolve_paths(data_dir: Path, names: Iterable[str]) -> tuple[list[Path | None], list[str]]:
-    """Paths for `names` (None where absent) and the list of absent names."""
-    index = index_images(data_dir)
-    paths: list[Path | None] = []
-    missing: list[str] = []
-    for name in names:
-        path = index.get(name)
-        paths.append(path)
-        if path is None:
-            missing.append(name)
-    return paths, missing
-
-
 def read_gray(path: Path | str, size: int | None = None) -> np.ndarray:
     """Decode an image file to a uint8 (H, W) array, optionally resized to (size, size).
 
-    The resize is PIL's bilinear filter with its support widened by the scale factor, i.e.
-    antialiased: a 1024 -> 224 reduction averages every source pixel instead of sampling 1 in 20.
+    The resize is `resize_gray`, the same one the cache uses.
     Raises one of DECODE_ERRORS for a corrupt or truncated file.
     """
     with Image.open(path) as img:
         img.load()  # force the full decode here, so truncation raises here
         gray = img.convert("L") if img.mode != "L" else img
-        if size is not None and gray.size != (size, size):
-            gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+        if size is not None:
+            gray = resize_gray(gray, size)
         return np.array(gray, dtype=np.uint8)  # a writable copy: torch.from_numpy wants one
+
+
+def resize_gray(gray: Image.Image, size: int) -> Image.Image:
+    """RESIZE_FILTER: PIL's bilinear filter with its support widened by the scale factor (antialiased).
+
+    A 1024 -> 224 reduction then averages every source pixel instead of sampling 1 in 20.
+    """
+    return gray if gray.size == (size, size) else gray.resize((size, size), Image.Resampling.BILINEAR)
 
 
 def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
@@ -76,7 +72,7 @@ def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
     return (
         f"{len(missing)} image(s) named in the metadata are not under {data_dir} "
         f"(looked in images/ and images_*/images/), e.g. {first}. Download and unpack all 12 archives "
-        f"(`cxr14 download`, or by hand as the README says), or pass --on_bad_image skip to train on the "
+        f"(the README says where), or pass --on_bad_image skip to train on the "
         f"images that are present."
     )
 

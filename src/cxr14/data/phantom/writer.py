@@ -15,6 +15,7 @@ from tqdm import tqdm
 from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
 from cxr14.data.phantom.render import render
 from cxr14.errors import UserError
+from cxr14.files import atomic_path, write_text
 from cxr14.labels import LABELS, NO_FINDING, NUM_CLASSES
 
 FORMAT_VERSION = 1
@@ -58,13 +59,6 @@ def is_complete(out: Path, n_patients: int, size: int, seed: int) -> bool:
     return all((Path(out) / name).is_file() for name in (CSV_NAME, TRAIN_VAL_LIST, TEST_LIST))
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(text.encode("ascii"))
-    os.replace(tmp, path)
-
-
 def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool]) -> None:
     """Render and save one image (a top-level function, so worker processes can run it).
 
@@ -76,9 +70,8 @@ def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool]) -> None:
     img = Image.fromarray(render(findings, size, rng), mode="L")
     if rgba:  # NIH ships 519 RGBA images; a loader must cope, so the phantoms have a few too
         img = img.convert("RGBA")
-    tmp = path.with_name(path.name + ".tmp")
-    img.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
 
 
 def _rgba_indices(n_images: int, seed: int) -> set[int]:
@@ -152,20 +145,20 @@ def write_dataset(
     _refuse_foreign(out)
     out.mkdir(parents=True, exist_ok=True)
     # Claim the folder before touching anything: an interrupted run leaves "complete": false.
-    _write_text(out / MANIFEST, json.dumps({"params": _params(n_patients, size, seed), "complete": False}) + "\n")
+    write_text(out / MANIFEST, json.dumps({"params": _params(n_patients, size, seed), "complete": False}) + "\n")
     (out / "images").mkdir(exist_ok=True)
     cohort = sample_cohort(n_patients, seed)
     rgba = _rgba_indices(len(cohort.names), seed)
     tasks = [(out / "images" / name, i, cohort.labels[i], size, seed, i in rgba) for i, name in enumerate(cohort.names)]
     _run(tasks, workers or os.cpu_count() or 1, progress)
-    _write_text(out / CSV_NAME, "".join(line + "\r\n" for line in [CSV_HEADER, *cohort.rows]))
+    write_text(out / CSV_NAME, "".join(line + "\r\n" for line in [CSV_HEADER, *cohort.rows]))
     test = cohort.is_test
     names = np.array(cohort.names)
-    _write_text(out / TRAIN_VAL_LIST, "\n".join(sorted(names[~test])))
-    _write_text(out / TEST_LIST, "\n".join(sorted(names[test])))
+    write_text(out / TRAIN_VAL_LIST, "\n".join(sorted(names[~test])))
+    write_text(out / TEST_LIST, "\n".join(sorted(names[test])))
     summary = {**summarize(cohort), "n_rgba": len(rgba), "params": _params(n_patients, size, seed)}
     manifest = {"params": _params(n_patients, size, seed), "complete": True, "n_images": len(names), "summary": summary}
-    _write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
 
 
