@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from torchvision.ops import sigmoid_focal_loss
 
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
-from cxr14.engine import Optim, optimizer_step
+from cxr14.engine import EpochProgress, Optim, Precision, Stepper, backward, optimizer_step, train_one_epoch
 from cxr14.errors import UserError
 from cxr14.labels import LABELS, decode, encode
 from cxr14.loss import make_loss
@@ -74,7 +74,9 @@ def test_optimizer_step_steps_once_and_clips(scaled: bool) -> None:
     opt.register_step_pre_hook(
         lambda o, a, k: seen.update(norm=torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
     )
-    optimizer_step(loss, model, Optim(opt, scaler, clip_grad=1.0))
+    optim = Optim(opt, scaler, clip_grad=1.0)
+    backward(loss, optim)
+    optimizer_step(model, optim)
     assert CountingSGD.steps == 1
     assert seen["norm"] <= 1.0 + 1e-4  # clipped on unscaled gradients
     assert all(p.grad is None for p in model.parameters())
@@ -118,3 +120,48 @@ def test_pretrained_offline_is_explained(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr("cxr14.model.hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError, match="--pretrained_path"):
         create_model("convnext_atto", True, None, 64)
+
+
+class MemorySource:
+    """An ImageSource over arrays in memory (for engine tests without files)."""
+
+    def __init__(self, pixels: np.ndarray) -> None:
+        self.pixels, self.size = pixels, pixels.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def read(self, i: int) -> np.ndarray:
+        return self.pixels[i].copy()
+
+    def name(self, i: int) -> str:
+        return f"image {i}"
+
+
+def _epoch(batch: int, accum: int, stop_after: int | None = None) -> tuple[torch.nn.Module, EpochProgress]:
+    from torch.utils.data import DataLoader
+
+    from cxr14.data.dataset import XrayDataset, collate_skipping_bad
+
+    rng = np.random.default_rng(0)
+    pixels, labels = rng.integers(0, 256, (16, 8, 8), dtype=np.uint8), rng.random((16, 14)) < 0.3
+    data = XrayDataset(MemorySource(pixels), labels, skip_bad=False)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 14))  # fmt: skip
+    optim = Optim(torch.optim.SGD(model.parameters(), lr=0.5), torch.amp.GradScaler("cpu", enabled=False), 0.0)
+    stepper = Stepper(model, DeviceTransform((0.5,), (0.25,), 1, None), make_loss("bce"), optim,
+                      Precision("cpu", None), accum_steps=accum)  # fmt: skip
+    loader = DataLoader(data, batch_size=batch, collate_fn=collate_skipping_bad)
+    stop = (lambda updates: updates >= stop_after) if stop_after else (lambda updates: False)
+    return model, train_one_epoch(stepper, loader, EpochProgress(), stop, progress=False)
+
+
+def test_accumulation_equals_one_big_batch_and_stops_at_a_step_boundary() -> None:
+    big, ep_big = _epoch(batch=8, accum=1)
+    small, ep_small = _epoch(batch=4, accum=2)  # two micro-batches of 4 per optimizer step
+    for a, b in zip(big.parameters(), small.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert ep_big.seen == ep_small.seen == 16 and abs(ep_big.loss - ep_small.loss) < 1e-6
+    _, stopped = _epoch(batch=4, accum=2, stop_after=1)
+    assert stopped.stopped and stopped.step == 2 and stopped.seen == 8  # after one whole accumulated step

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
-from cxr14.engine import Optim, optimizer_step, resolve_precision
+from cxr14.engine import Optim, backward, optimizer_step, resolve_precision
 from cxr14.loss import make_loss
 from cxr14.model import build
 from tests.conftest import REPO, TINY_TRAIN, make_nih_folder, run_cli
@@ -29,7 +29,8 @@ def test_mixed_precision_step_learns(name: str) -> None:
     for _ in range(20):
         with precision.autocast():
             loss = loss_fn(model(transform(images)), targets)
-        optimizer_step(loss, model, optim)
+        backward(loss, optim)
+        optimizer_step(model, optim)
         losses.append(loss.item())
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 

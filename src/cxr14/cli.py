@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -12,7 +13,7 @@ from tqdm import tqdm
 
 from cxr14 import __version__
 from cxr14.config import TrainConfig, add_arguments
-from cxr14.errors import UserError
+from cxr14.errors import Stopped, UserError
 from cxr14.loss import LOSSES
 
 Command = Callable[[argparse.Namespace], object]
@@ -160,11 +161,32 @@ def run(func: Command, args: argparse.Namespace) -> int:
         func(args)
     except UserError as exc:
         print(f"cxr14: error: {exc}", file=sys.stderr)
+        _report_to_torchrun(str(exc))
         return 2
+    except Stopped as stop:
+        return stop.status
+    except Exception as exc:
+        from cxr14 import distributed  # torch, imported only when there is something to ask
+
+        if not distributed.peer_failed(exc):
+            raise
+        print(
+            "cxr14: error: another process of this torchrun job failed (its error is above, and torchrun names it as "
+            "the root cause); this process stops too.",
+            file=sys.stderr,
+        )
+        return 1
     except KeyboardInterrupt:
         print("cxr14: interrupted; checkpoints written so far are complete and kept.", file=sys.stderr)
         return 130
     return 0
+
+
+def _report_to_torchrun(message: str) -> None:
+    if "TORCHELASTIC_ERROR_FILE" in os.environ:
+        from cxr14 import distributed
+
+        distributed.report_failure(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

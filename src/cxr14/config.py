@@ -1,23 +1,31 @@
-"""The training configuration: one dataclass, its command-line options, and its JSON in the run dir.
+"""The training configuration: one dataclass, its command-line options, its checks and its JSON in the run dir.
 
-Each field's help text lives beside it, and `add_arguments` builds the argparse options from the
-fields, so the CLI, `main.py` and `config.json` can never disagree about a name or a default.
+Each field's help text and accepted range live beside it. `add_arguments` builds the argparse options from the
+fields and `TrainConfig.__post_init__` checks every range, so the CLI, `main.py`, `config.json` and a
+`TrainConfig(...)` built in Python can never disagree about a name, a default or what is allowed, and a bad
+value is reported by name before any data is read.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from cxr14.errors import UserError
 from cxr14.loss import LOSSES
+
+#: Metadata keys that go to argparse; the range keys (min, max, gt, lt) are checked by `check_ranges`.
+_ARGPARSE_KEYS = ("choices", "metavar", "nargs", "const")
+EMA_DECAY = 0.9998
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
-    """A dataclass field carrying its argparse help (and choices/metavar) as metadata."""
+    """A dataclass field carrying its argparse help, choices and accepted range as metadata."""
     return field(default=default, metadata={"help": help, **extra})
 
 
@@ -27,42 +35,86 @@ class TrainConfig:
 
     # The original interface (names and defaults kept exactly).
     pretrained: bool = opt(False, "start from ImageNet weights (local file or hub cache; see --pretrained_path)")
-    batch_size: int = opt(64, "images per optimizer step (per process)")
-    num_workers: int = opt(4, "DataLoader worker processes")
-    max_train_samples: int = opt(80000, "cap on training images (seeded random subset; 0 = no cap)")
-    max_test_samples: int = opt(20000, "cap on test images (seeded random subset; 0 = no cap)")
-    num_epochs: int = opt(30, "maximum number of epochs")
-    learning_rate: float = opt(1e-4, "AdamW learning rate")
-    weight_decay: float = opt(0.01, "AdamW weight decay")
+    batch_size: int = opt(64, "images per optimizer step per process (see --accum_steps)", min=1)
+    num_workers: int = opt(4, "DataLoader worker processes (per process)", min=0)
+    max_train_samples: int = opt(80000, "cap on training images (seeded random subset; 0 = no cap)", min=0)
+    max_test_samples: int = opt(
+        20000, "cap on test images (seeded random subset; 0 = no cap; published results use all 25,596)", min=0
+    )
+    num_epochs: int = opt(30, "maximum number of epochs", min=1)
+    learning_rate: float = opt(1e-4, "AdamW learning rate", gt=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", min=0)
     # Data.
     data_dir: Path = opt(Path("data"), "folder with Data_Entry_2017*.csv, the split lists and images/")
     csv: Path | None = opt(None, "metadata CSV if not in --data_dir (default: found in --data_dir)")
     cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)")
-    val_fraction: float = opt(0.1, "fraction of train_val patients held out for validation")
+    val_fraction: float = opt(0.1, "fraction of train_val patients held out for validation", gt=0, lt=1)
     on_bad_image: str = opt(
         "fail", "missing/corrupt image: stop with an error, or skip it and count it", choices=("fail", "skip")
     )
     # Model and optimisation.
     model: str = opt("convnext_base", "any timm model name")
     pretrained_path: Path | None = opt(None, "weights file (.safetensors or .pth) for --pretrained")
-    image_size: int = opt(384, "square input size in pixels")
+    image_size: int = opt(384, "square input size in pixels", min=16, max=4096)
     loss: str = opt("focal", "focal (alpha 0.25, gamma 2), bce, or asl (asymmetric)", choices=LOSSES)
-    patience: int = opt(15, "early stopping: epochs without a better validation mean AUROC")
-    lr_patience: int = opt(5, "ReduceLROnPlateau: epochs without improvement before the LR drops")
-    lr_factor: float = opt(0.1, "ReduceLROnPlateau: factor applied to the LR")
-    clip_grad: float = opt(1.0, "clip the gradient norm to this (0 = off)")
+    patience: int = opt(15, "early stopping: epochs without a better validation mean AUROC", min=1)
+    sched: str = opt(
+        "plateau",
+        "LR schedule: plateau (ReduceLROnPlateau on validation AUROC) or cosine (per step)",
+        choices=("plateau", "cosine"),
+    )
+    lr_patience: int = opt(5, "plateau: epochs without improvement before the LR drops", min=0)
+    lr_factor: float = opt(0.1, "plateau: factor applied to the LR", gt=0, lt=1)
+    warmup_epochs: int = opt(0, "cosine: epochs of linear warm-up from --min_lr", min=0)
+    min_lr: float = opt(1e-6, "cosine: the LR at the end of the schedule", min=0)
+    clip_grad: float = opt(1.0, "clip the gradient norm to this (0 = off)", min=0)
+    accum_steps: int = opt(1, "micro-batches per optimizer step (global batch = batch x processes x this)", min=1)
+    ema: float | None = opt(
+        None,
+        f"keep an exponential moving average of the weights (timm ModelEmaV3) with this decay (default "
+        f"{EMA_DECAY} when given without a value); it is validated too and the better one becomes best_model.pth",
+        nargs="?",
+        const=EMA_DECAY,
+        metavar="DECAY",
+        gt=0,
+        lt=1,
+    )
     augment: bool = opt(True, "random rotation/scale/shift/brightness/contrast on the device")
     hflip: bool = opt(False, "also flip left-right (moves the heart to the wrong side; off by default)")
+    # Speed.
+    channels_last: bool = opt(False, "channels-last memory format (faster convolutions on recent GPUs)")
+    compile: bool = opt(False, "torch.compile the model (minutes of compilation, then faster steps)")
     # Run.
     output_dir: Path | None = opt(None, "run folder (default: runs/MODEL-YYYYmmdd-HHMMSS)")
-    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    resume: str | None = opt(
+        None,
+        "continue a run: a last.pth path, or `auto` = OUTPUT_DIR/last.pth if it exists (else start afresh)",
+        metavar="PATH|auto",
+    )
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
     precision: str = opt("auto", "auto = bf16 on GPU, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16"))
-    seed: int = opt(0, "seed for splits, sampling, initialisation and augmentation")
+    seed: int = opt(0, "seed for splits, sampling, initialisation and augmentation", min=0)
+    dist_timeout: int = opt(15, "minutes a process waits for the others before the job ends with an error", min=1)
+    tensorboard: bool = opt(False, "also log per-epoch scalars to OUTPUT_DIR/tensorboard (needs cxr14[tensorboard])")
     progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        if self.sched == "cosine" and self.warmup_epochs >= self.num_epochs:
+            raise UserError(
+                f"--warmup_epochs {self.warmup_epochs} leaves no epoch for the cosine schedule: it must be smaller "
+                f"than --num_epochs ({self.num_epochs})."
+            )
+        if self.output_dir is not None and self.output_dir.exists() and not self.output_dir.is_dir():
+            raise UserError(f"--output_dir {self.output_dir} is an existing file, not a folder; choose another path.")
+        if self.resume == "auto" and self.output_dir is None:
+            raise UserError("--resume auto continues the run in --output_dir: pass --output_dir too.")
 
     def resolved_output_dir(self) -> Path:
         if self.output_dir is not None:
             return self.output_dir
+        if self.resume not in (None, "auto"):
+            return Path(self.resume).parent
         return Path("runs") / f"{self.model}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     def to_json(self) -> dict[str, Any]:
@@ -76,9 +128,31 @@ class TrainConfig:
         return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
+def _range_text(meta: dict[str, Any]) -> str:
+    parts = [f">= {meta['min']}" if "min" in meta else "", f"> {meta['gt']}" if "gt" in meta else ""]
+    parts += [f"<= {meta['max']}" if "max" in meta else "", f"< {meta['lt']}" if "lt" in meta else ""]
+    return " and ".join(p for p in parts if p)
+
+
+def check_ranges(obj: Any) -> None:
+    """Raise a UserError naming the option, the value and the accepted range for the first value out of range."""
+    for f in fields(obj):
+        meta, value = f.metadata, getattr(obj, f.name)
+        if value is None or not any(k in meta for k in ("min", "max", "gt", "lt")):
+            continue
+        bad = isinstance(value, float) and not math.isfinite(value)
+        bad = bad or ("min" in meta and value < meta["min"]) or ("max" in meta and value > meta["max"])
+        bad = bad or ("gt" in meta and value <= meta["gt"]) or ("lt" in meta and value >= meta["lt"])
+        if bad:
+            raise UserError(
+                f"--{f.name} {value} is out of range: it must be {_range_text(meta)} ({meta['help'].split(' (')[0]})."
+            )
+
+
 def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
     """One `--name` option per dataclass field, typed and documented from the field."""
-    hints = {"int": int, "float": float, "str": str, "Path": Path, "Path | None": Path}
+    hints = {"int": int, "float": float, "str": str, "Path": Path, "Path | None": Path, "float | None": float}
+    hints["str | None"] = str
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         kwargs: dict[str, Any] = {"default": default, "help": f.metadata.get("help", "")}
@@ -86,8 +160,10 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> N
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         else:
             kwargs["type"] = hints[str(f.type)]
-            if "choices" in f.metadata:
-                kwargs["choices"] = f.metadata["choices"]
+            kwargs.update({k: f.metadata[k] for k in _ARGPARSE_KEYS if k in f.metadata})
         if default is not None and f.type != "bool":
             kwargs["help"] += " (default: %(default)s)"
+        rng = _range_text(f.metadata)
+        if rng:
+            kwargs["help"] += f"; {rng}"
         parser.add_argument(f"--{f.name}", **kwargs)

@@ -1,15 +1,17 @@
-"""The training step and the evaluation pass: autocast, scaler, clipping and stepping in one place.
+"""The training step and the inference pass: autocast, scaler, clipping, accumulation and stepping in one place.
 
-`optimizer_step` is the only code that calls `backward`, `scaler.step` or `optimizer.step`,
-so the order backward -> unscale -> clip -> step -> update -> zero_grad is written once and
-tested once.
+`backward` and `optimizer_step` are the only code that call `backward`, `scaler.step` or `optimizer.step`, so
+the order backward (x accumulation) -> unscale -> clip -> step -> update -> zero_grad is written once and tested
+once. `predict` is the only inference pass: training's validation and test steps, `cxr14 evaluate`,
+`cxr14 predict` and the web page all score images through it, with a `Classifier`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -44,9 +46,14 @@ def resolve_device(name: str) -> torch.device:
     """`auto` -> the first CUDA device if there is one, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"--device {name!r} is not a device: use auto, cpu, cuda or cuda:N.") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"--device {name} asked for a GPU, but PyTorch sees none here; use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: cxr14 runs on cpu or cuda devices.")
     return device
 
 
@@ -58,18 +65,32 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     return Precision(device.type, dtypes[name])
 
 
+def use_fast_kernels(device: torch.device) -> None:
+    """On GPUs: TF32 tensor cores for fp32 matmuls and convolutions, and cuDNN picking the fastest algorithm
+    for the (fixed) input shape. Both change results in the last bits, which is why bit-identical resuming is
+    promised on the CPU only. (These are process-wide switches: PyTorch has no per-model ones.)"""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
 @dataclass
 class Optim:
-    """What one optimizer step needs besides the loss."""
+    """What one optimizer step needs besides the gradients."""
 
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     clip_grad: float
 
 
-def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optim: Optim) -> None:
-    """backward -> unscale -> clip -> step -> scaler update -> zero_grad, exactly once each."""
-    optim.scaler.scale(loss).backward()
+def backward(loss: torch.Tensor, optim: Optim, divisor: int = 1) -> None:
+    """Accumulate the gradients of `loss / divisor` (divisor = micro-batches in this optimizer step)."""
+    optim.scaler.scale(loss / divisor if divisor > 1 else loss).backward()
+
+
+def optimizer_step(model: torch.nn.Module, optim: Optim) -> None:
+    """unscale -> clip -> step -> scaler update -> zero_grad, exactly once each, on accumulated gradients."""
     if optim.clip_grad > 0:
         optim.scaler.unscale_(optim.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), optim.clip_grad)
@@ -78,39 +99,114 @@ def optimizer_step(loss: torch.Tensor, model: torch.nn.Module, optim: Optim) -> 
     optim.optimizer.zero_grad(set_to_none=True)
 
 
-def _bar(loader: DataLoader, desc: str, progress: bool) -> tqdm:
-    return tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+@dataclass
+class Stepper:
+    """A model and what its optimizer steps need: loss, optimizer, precision, accumulation, EMA, LR clock.
+
+    `updates` counts optimizer steps over the whole run: the per-step LR schedule and the EMA read it, and it is
+    saved for resuming.
+    """
+
+    model: torch.nn.Module  # possibly DDP- and compile-wrapped
+    transform: DeviceTransform  # the training transform (augmentation on)
+    loss_fn: LossFn
+    optim: Optim
+    precision: Precision
+    accum_steps: int = 1
+    ema: torch.nn.Module | None = None  # timm ModelEmaV3
+    on_update: Callable[[int], None] | None = None  # e.g. the cosine schedule's step_update
+    updates: int = 0
+
+
+@dataclass
+class EpochProgress:
+    """How far an epoch got: micro-batches done, summed loss, images seen and skipped. Resumable mid-epoch."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    seen: int = 0
+    n_bad: int = 0
+    stopped: bool = field(default=False, compare=False)
+
+    @property
+    def loss(self) -> float:
+        return self.loss_sum / max(self.seen, 1)
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The bare module under DDP (`.module`) and torch.compile (`._orig_mod`) wrappers."""
+    while True:
+        inner = getattr(model, "module", None) or getattr(model, "_orig_mod", None)
+        if inner is None:
+            return model
+        model = inner
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device a (possibly wrapped) model's parameters live on."""
+    return next(model.parameters()).device
+
+
+def _bar(loader: Iterable, desc: str, progress: bool, total: int | None = None, initial: int = 0) -> tqdm:
+    return tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, total=total, initial=initial)
+
+
+def _no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """DDP's no_sync for micro-batches that do not end an optimizer step (no all-reduce of partial gradients)."""
+    inner = getattr(model, "_orig_mod", model)  # torch.compile wraps DDP
+    if sync or not hasattr(inner, "no_sync"):
+        return contextlib.nullcontext()
+    return inner.no_sync()
 
 
 def train_one_epoch(
-    model: torch.nn.Module,
+    s: Stepper,
     loader: DataLoader,
-    step_parts: tuple[DeviceTransform, LossFn, Optim],
-    precision: Precision,
+    start: EpochProgress,
+    stop: Callable[[int], bool],
     desc: str = "train",
     progress: bool = True,
-) -> dict[str, float]:
-    """One pass over `loader`; returns mean loss, images seen and images skipped as unreadable."""
-    transform, loss_fn, optim = step_parts
-    device = next(model.parameters()).device
-    model.train()
-    total, seen, bad = torch.zeros((), device=device), 0, 0
-    bar = _bar(loader, desc, progress)
-    for step, batch in enumerate(bar):
+) -> EpochProgress:
+    """Continue an epoch from `start` (a fresh one, or one resumed mid-way; the loader skips what was done).
+
+    `stop(updates)` is asked after every optimizer step; when it says so the epoch ends there, with
+    `stopped=True`, so that a checkpoint can be written at a step boundary.
+    """
+    device = model_device(s.model)
+    s.model.train()
+    total = torch.tensor(start.loss_sum, device=device, dtype=torch.float64)  # on the device: no sync per step
+    step, seen, bad = start.step, start.seen, start.n_bad
+    n_steps = start.step + len(loader)
+    bar = _bar(loader, desc, progress, total=n_steps, initial=start.step)
+    stopped = False
+    for batch in bar:
         bad += loader.dataset.report_bad(batch["bad"])
-        if batch["image"].numel() == 0:
+        group_start = step - step % s.accum_steps
+        boundary = (step + 1) % s.accum_steps == 0 or step + 1 == n_steps
+        step += 1
+        if batch["image"].numel():
+            images = s.transform(batch["image"].to(device, non_blocking=True))
+            targets = batch["target"].to(device, non_blocking=True)
+            with _no_sync(s.model, boundary), s.precision.autocast():
+                loss = s.loss_fn(s.model(images), targets)
+            backward(loss, s.optim, divisor=min(s.accum_steps, n_steps - group_start))
+            total += loss.detach().double() * len(targets)
+            seen += len(targets)
+        if not boundary:
             continue
-        images = transform(batch["image"].to(device, non_blocking=True))
-        targets = batch["target"].to(device, non_blocking=True)
-        with precision.autocast():
-            loss = loss_fn(model(images), targets)
-        optimizer_step(loss, model, optim)
-        total += loss.detach() * len(targets)  # stays on the device: no GPU sync per step
-        seen += len(targets)
+        optimizer_step(s.model, s.optim)
+        s.updates += 1
+        if s.ema is not None:
+            s.ema.update(unwrap(s.model), step=s.updates)
+        if s.on_update is not None:
+            s.on_update(s.updates)
         if step % SYNC_EVERY == 0:
             _check_finite(total, seen, bar)
+        if step < n_steps and stop(s.updates):
+            stopped = True
+            break
     _check_finite(total, seen, bar)
-    return {"loss": total.item() / max(seen, 1), "n_images": seen, "n_bad": bad}
+    return EpochProgress(step, float(total.item()), seen, bad, stopped)
 
 
 def _check_finite(total: torch.Tensor, seen: int, bar: tqdm) -> None:
@@ -124,33 +220,57 @@ def _check_finite(total: torch.Tensor, seen: int, bar: tqdm) -> None:
     bar.set_postfix(loss=f"{value:.4f}")
 
 
-@torch.no_grad()
-def predict(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    transform: DeviceTransform,
-    precision: Precision,
-    desc: str = "eval",
-    progress: bool = True,
-) -> dict[str, np.ndarray | int]:
-    """Sigmoid probabilities, targets and dataset indices for every readable image in `loader`."""
-    device = next(model.parameters()).device
-    model.eval()
-    probs, targets, index, bad = [], [], [], 0
+class Classifier:
+    """A model ready to score uint8 batches: normalisation, autocast and forward, on the model's device.
+
+    Everything that turns pixels into logits goes through one of these and `predict`; the transform is built
+    from the checkpoint's own data config, so a model is always fed what it was trained on.
+    """
+
+    def __init__(self, model: torch.nn.Module, transform: DeviceTransform, precision: Precision) -> None:
+        self.model = model
+        self.transform = transform
+        self.precision = precision
+        self.device = model_device(model)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 1, S, S] (any device) -> float32 logits [B, 14] on the model's device."""
+        self.model.eval()
+        with self.precision.autocast():
+            return self.model(self.transform(images.to(self.device, non_blocking=True))).float()
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Logits of every readable image, with its dataset index and (when the data has them) its targets."""
+
+    logits: np.ndarray  # float32 [N, 14]
+    index: np.ndarray  # int64 [N]: position in the dataset
+    targets: np.ndarray | None  # uint8 [N, 14]
+    n_bad: int
+
+
+def predict(classifier: Classifier, loader: DataLoader, desc: str = "eval", progress: bool = True) -> Predictions:
+    """Logits, dataset indices and targets for every readable image in `loader`, in loader order.
+
+    Logits stay on the device until the end (no sync per batch). Under torchrun each process scores its shard;
+    `distributed.merge_predictions` joins them.
+    """
+    logits, targets, index, bad = [], [], [], 0
     for batch in _bar(loader, desc, progress):
         bad += loader.dataset.report_bad(batch["bad"])
         if batch["image"].numel() == 0:
             continue
-        with precision.autocast():
-            logits = model(transform(batch["image"].to(device, non_blocking=True)))
-        probs.append(torch.sigmoid(logits.float()))  # stays on the device until the end: no sync per batch
-        targets.append(batch["target"])
+        logits.append(classifier(batch["image"]))
         index.append(batch["index"])
-    if not probs:
-        raise UserError("No readable image in the evaluation set; see the skipped-image count above.")
-    return {
-        "probs": torch.cat(probs).cpu().numpy(),
-        "targets": torch.cat(targets).numpy(),
-        "index": torch.cat(index).numpy(),
-        "n_bad": bad,
-    }
+        if "target" in batch:
+            targets.append(batch["target"])
+    if not logits:
+        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), None, bad)
+    return Predictions(
+        logits=torch.cat(logits).cpu().numpy(),
+        index=torch.cat(index).numpy().astype(np.int64),
+        targets=torch.cat(targets).numpy().astype(np.uint8) if targets else None,
+        n_bad=bad,
+    )

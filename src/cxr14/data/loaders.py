@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler
 
 from cxr14.config import TrainConfig
 from cxr14.data import cache
@@ -19,6 +19,7 @@ from cxr14.data.cache import CacheInfo
 from cxr14.data.dataset import ImageSource, PngSource, XrayDataset, collate_skipping_bad
 from cxr14.data.images import check_data_dir, describe_missing, index_images
 from cxr14.data.metadata import find_csv, read_data_entry
+from cxr14.data.sampler import EpochSampler
 from cxr14.data.splits import Split, make_splits
 from cxr14.errors import UserError
 
@@ -118,22 +119,31 @@ def build_datasets(cfg: TrainConfig) -> dict[str, SplitData]:
     return out
 
 
-def make_loader(dataset: XrayDataset, cfg: TrainConfig, train: bool, device: torch.device) -> DataLoader:
-    """A DataLoader of uint8 batches; shuffled with a seeded generator when training.
+def make_loader(
+    dataset: XrayDataset, cfg: TrainConfig, train: bool, device: torch.device, rank: int = 0, world_size: int = 1
+) -> DataLoader:
+    """A DataLoader of uint8 batches: this process's shard, shuffled per epoch when training.
 
     A cache at the training size is read in the main process: a batch is one memmap gather, and
-    `benchmarks/data_pipeline.py` measured that 4x faster than the same gather in 2 workers.
+    `benchmarks/data_pipeline.py` measured that 4x faster than the same gather in 2 workers. Under torchrun
+    every process maps the same cache file read-only, so a node holds its pages once in the page cache.
+    Evaluation shards are padded to equal length by the sampler; `distributed.merge_predictions` drops the
+    repeats by dataset index.
     """
     workers = 0 if getattr(dataset.source, "gathers_batches", False) else cfg.num_workers
-    # The order of images has its own generator, and so has the loader (it draws a worker seed from it
-    # for every new iterator). Neither touches the global RNG that augmentation uses, so results do not
-    # depend on the worker count, or on whether pixels come from PNGs (workers) or the cache (in-process).
-    order = RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed)) if train else None
+    # The order of images comes from the sampler (seed + epoch), and the loader has its own generator (it draws
+    # a worker seed from it for every new iterator). Neither touches the global RNG that augmentation uses, so
+    # results do not depend on the worker count, or on whether pixels come from PNGs (workers) or the cache.
+    order: EpochSampler | DistributedSampler | None = None
+    if train:
+        order = EpochSampler(dataset, rank, world_size, cfg.seed)
+    elif world_size > 1:
+        order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
     return DataLoader(
         dataset,
         batch_size=cfg.batch_size if train else cfg.batch_size * 2,
         sampler=order,
-        drop_last=train and len(dataset) > cfg.batch_size,
+        drop_last=train and order is not None and order.num_samples > cfg.batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

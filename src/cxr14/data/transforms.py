@@ -32,7 +32,12 @@ class DeviceTransform:
     """uint8 [B, 1, S, S] on the device -> normalised float [B, C, S, S], optionally augmented."""
 
     def __init__(
-        self, mean: tuple[float, ...], std: tuple[float, ...], in_chans: int, augment: AugmentConfig | None
+        self,
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+        in_chans: int,
+        augment: AugmentConfig | None,
+        channels_last: bool = False,
     ) -> None:
         std_t = torch.tensor(std).view(1, -1, 1, 1)
         # (x / 255 - mean) / std == x * scale + bias
@@ -40,8 +45,14 @@ class DeviceTransform:
         self.bias = -torch.tensor(mean).view(1, -1, 1, 1) / std_t
         self.in_chans = in_chans
         self.augment = augment
+        self.channels_last = channels_last
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = self._normalise(images)
+        # A model converted to channels_last wants its input so too, or every conv converts it first.
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
         if self.scale.device != images.device:
             # Moved once, not per batch: a copy from pageable host memory would wait for the GPU every step.
             self.scale, self.bias = self.scale.to(images.device), self.bias.to(images.device)
