@@ -32,6 +32,8 @@ def test_youden_equals_brute_force_with_ties() -> None:
     for j in range(13):
         assert chosen[j] == brute_force_youden(targets[:, j], probs[:, j]), j
     assert np.isnan(chosen[13])
+    # J = 0.5 at both 0.9 and 0.7: the higher threshold (fewer positive calls) wins
+    assert youden_thresholds([[1], [0], [1], [0]], [[0.9], [0.8], [0.7], [0.1]])[0] == 0.9
 
 
 def test_operating_point_counts_by_hand() -> None:
