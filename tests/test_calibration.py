@@ -9,7 +9,7 @@ from scipy.special import expit, logit
 
 from cxr14.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
 from cxr14.labels import LABELS
-from cxr14.thresholds import choose_on_validation, decide, operating_point, youden_thresholds
+from cxr14.thresholds import ValidationChoice, choose_on_validation, decide, operating_point, youden_thresholds
 
 
 def brute_force_youden(y: np.ndarray, p: np.ndarray) -> float:
@@ -72,8 +72,15 @@ def test_thresholds_from_validation_are_applied_to_test_unchanged() -> None:
     assert [result.per_class[n].tp for n in LABELS] == (called & (test_y == 1)).sum(axis=0).tolist()
     stored = choice.to_json()
     assert stored["decision"] == "probability >= threshold" and len(stored["thresholds"]) == 14
+    back = ValidationChoice.from_json(stored)
+    np.testing.assert_array_equal(back.thresholds, choice.thresholds)
+    np.testing.assert_array_equal(back.temperature, choice.temperature)
     plain = choose_on_validation(val_y, val_z, calibrate=False)
     assert plain.temperature is None and plain.to_json()["temperature"] is None
+    np.testing.assert_array_equal(plain.thresholds, youden_thresholds(val_y, expit(val_z)))
+    undefined = choose_on_validation(np.zeros((4, 1)), np.zeros((4, 1)), calibrate=True).to_json()
+    assert undefined["thresholds"] == [None] and undefined["temperature"] == [1.0]
+    assert np.isnan(ValidationChoice.from_json(undefined).thresholds[0])
 
 
 def test_temperature_fit_recovers_a_known_temperature() -> None:

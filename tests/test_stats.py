@@ -10,7 +10,7 @@ from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxr14.adjudicated import read_google_labels, score_adjudicated
-from cxr14.bootstrap import BootstrapResult, image_weights, patient_bootstrap, resampled_aurocs
+from cxr14.bootstrap import BootstrapResult, format_intervals, image_weights, patient_bootstrap, resampled_aurocs
 from cxr14.errors import UserError
 from cxr14.labels import LABELS
 from cxr14.metrics import merge_json
@@ -51,6 +51,9 @@ def test_point_estimates_equal_sklearn_with_ties_and_undefined_left_out() -> Non
     assert result.n_images == len(targets) and result.n_patients == 150
     as_json = result.to_json()
     assert as_json["per_class"]["Hernia"]["auroc"] is None and as_json["bootstrap"]["unit"] == "patient"
+    table = format_intervals(result, "test").splitlines()
+    assert "95% CI" in table[1] and table[-3].startswith("Hernia") and "n/a" in table[-3]
+    assert "13 of 14 defined" in table[-2] and "150 patients" in table[-1]
 
 
 def test_each_resample_equals_sklearn_on_the_explicitly_resampled_images() -> None:

@@ -79,7 +79,10 @@ class BootstrapResult:
 
 def patient_codes(patients: Any) -> tuple[np.ndarray, int]:
     """(code of each image's patient in 0..P-1, in sorted patient-id order; P)."""
-    unique, codes = np.unique(np.asarray(patients), return_inverse=True)
+    ids = np.asarray(patients)
+    if ids.ndim != 1:
+        raise ValueError(f"patients must be one id per image, got shape {ids.shape}")
+    unique, codes = np.unique(ids, return_inverse=True)
     return codes.reshape(-1), len(unique)
 
 
@@ -218,3 +221,22 @@ def patient_bootstrap(
         level=level,
         seed=seed,
     )
+
+
+def format_intervals(result: BootstrapResult, title: str) -> str:
+    """A plain-text per-finding table with intervals, for the terminal and the log."""
+    pct = f"{result.level:.0%}"
+    lines = [title, f"{'finding':<20}{'AUROC':>8}{pct + ' CI':>19}{'AUPRC':>8}{'n_pos':>8}"]
+
+    def cells(value: float | None, low: float | None, high: float | None) -> str:
+        if value is None:
+            return f"{'n/a':>8}{'':>19}"
+        return f"{value:>8.4f}" + (f"{low:>10.4f}-{high:.4f}" if low is not None else f"{'':>19}")
+
+    for name, row in result.per_class.items():
+        auprc = f"{row.auprc:>8.4f}" if row.auprc is not None else f"{'n/a':>8}"
+        lines.append(f"{name:<20}{cells(row.auroc, row.ci_low, row.ci_high)}{auprc}{row.n_pos:>8}")
+    mean = cells(result.mean_auroc, result.mean_ci_low, result.mean_ci_high)
+    lines.append(f"{'mean':<20}{mean}   ({len(result.defined)} of {len(result.per_class)} defined)")
+    lines.append(f"{result.n_images} images of {result.n_patients} patients; {result.n_resamples} patient resamples")
+    return "\n".join(lines)

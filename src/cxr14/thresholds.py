@@ -64,6 +64,14 @@ class ValidationChoice:
             "decision": "probability >= threshold",
         }
 
+    @classmethod
+    def from_json(cls, stored: dict[str, Any]) -> ValidationChoice:
+        """The inverse of to_json (None back to NaN), for predict reading a checkpoint."""
+        thresholds = np.array([np.nan if v is None else v for v in stored["thresholds"]], dtype=np.float64)
+        temps = stored.get("temperature")
+        temperature = None if temps is None else np.asarray(temps, dtype=np.float64)
+        return cls(thresholds, temperature, stored.get("threshold_rule", "youden"))
+
 
 def choose_on_validation(val_targets: Any, val_logits: Any, calibrate: bool = True) -> ValidationChoice:
     """Fit the temperature (optional) and then the Youden thresholds on the calibrated validation probabilities."""
