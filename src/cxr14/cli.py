@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr14 import __version__
-from cxr14.config import TrainConfig, add_arguments
+from cxr14.config import EvaluateConfig, TrainConfig, add_arguments, from_args
 from cxr14.errors import Stopped, UserError
 from cxr14.loss import LOSSES
 
@@ -37,7 +37,7 @@ def setup_logging(verbose: bool = False) -> None:
 def cmd_train(args: argparse.Namespace) -> None:
     from cxr14.train import train
 
-    train(TrainConfig.from_args(args))
+    train(from_args(TrainConfig, args))
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +49,27 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p)
     p.set_defaults(func=cmd_train)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from cxr14.evaluate import evaluate
+
+    evaluate(from_args(EvaluateConfig, args))
+
+
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="score a checkpoint on a split: AUROC with patient-bootstrap intervals, operating points, calibration, "
+        "subgroups, radiologists' reads, report.html",
+        description="Score a trained model (best_model.pth) on the test (or validation) split of a data folder, "
+        "rebuilt exactly as its training run split it. Per finding: AUROC with a 95% interval from a bootstrap "
+        "over patients, AUPRC, prevalence, and sensitivity/specificity/PPV/NPV/F1 at the thresholds chosen on "
+        "validation; the mean AUROC with its interval; AUROC by sex, age band and view; calibration; Google's "
+        "radiologist-adjudicated labels when google2019_nih-chest-xray-labels.csv is in the data folder.",
+    )
+    add_arguments(p, EvaluateConfig)
+    p.set_defaults(func=cmd_evaluate)
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -148,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)
+    add_evaluate(sub)
     add_prepare(sub)
     add_phantom(sub)
     add_demo(sub)

@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cxr14.errors import UserError
 from cxr14.loss import LOSSES
@@ -22,6 +22,7 @@ from cxr14.loss import LOSSES
 #: Metadata keys that go to argparse; the range keys (min, max, gt, lt) are checked by `check_ranges`.
 _ARGPARSE_KEYS = ("choices", "metavar", "nargs", "const")
 EMA_DECAY = 0.9998
+C = TypeVar("C")
 
 
 def opt(default: Any, help: str, **extra: Any) -> Any:
@@ -79,6 +80,11 @@ class TrainConfig:
         gt=0,
         lt=1,
     )
+    calibrate: bool = opt(
+        True,
+        "at the end, fit a temperature per finding on validation (calibrated probabilities; AUROC unchanged); "
+        "decision thresholds are chosen there in any case",
+    )
     augment: bool = opt(True, "random rotation/scale/shift/brightness/contrast on the device")
     hflip: bool = opt(False, "also flip left-right (moves the heart to the wrong side; off by default)")
     # Speed.
@@ -124,8 +130,60 @@ class TrainConfig:
         path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> TrainConfig:
-        return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
+    def from_json(cls, saved: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """The config a checkpoint was trained with (paths back to Path, unknown keys ignored), with overrides."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in kinds}
+        values = {k: Path(v) if v is not None and "Path" in str(kinds[k]) else v for k, v in values.items()}
+        return cls(**{**values, "resume": None, "output_dir": None, **overrides})
+
+
+@dataclass
+class EvaluateConfig:
+    """`cxr14 evaluate`: a checkpoint and a data folder in, metrics with intervals and a report out."""
+
+    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run")
+    data_dir: Path = opt(Path("data"), "dataset folder (as for training)")
+    split: str = opt("test", "which split to score (the run's own patient-wise split)", choices=("test", "val"))
+    out: Path | None = opt(None, "output folder (default: next to the checkpoint, eval-SPLIT-TIMESTAMP)")
+    csv: Path | None = opt(None, "metadata CSV if not in --data_dir")
+    cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)")
+    max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
+    n_resamples: int = opt(2000, "patient bootstrap resamples for the 95 percent intervals", min=100, max=100000)
+    seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
+    bbox: bool = opt(False, "score heatmaps against BBox_List_2017.csv (pointing game, IoU) and add a gallery")
+    on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
+    batch_size: int = opt(64, "images per forward pass", min=1)
+    num_workers: int = opt(4, "DataLoader worker processes", min=0)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+@dataclass
+class PredictConfig:
+    """`cxr14 predict`: films in, one row of probabilities and calls per film out."""
+
+    paths: list[Path] = opt(MISSING, "image files or folders of them (PNG, JPEG, DICOM)", positional=True, nargs="+")
+    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run")
+    out: Path | None = opt(None, "write the CSV (or JSON with --json) here instead of standard output")
+    json: bool = opt(False, "JSON lines instead of CSV: probabilities and the findings at or above threshold")
+    cam: Path | None = opt(None, "also write a heatmap overlay PNG per image (its top findings) into this folder")
+    cam_top: int = opt(3, "with --cam: how many of each image's most probable findings get a heatmap", min=1, max=14)
+    batch_size: int = opt(32, "images per forward pass", min=1)
+    num_workers: int = opt(2, "processes reading images", min=0)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = opt(True, "show a progress bar (on standard error)")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
+def from_args(cls: type[C], args: argparse.Namespace) -> C:
+    """A config dataclass from parsed arguments (its __post_init__ checks the ranges)."""
+    return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})
 
 
 def _range_text(meta: dict[str, Any]) -> str:
@@ -150,12 +208,20 @@ def check_ranges(obj: Any) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> None:
-    """One `--name` option per dataclass field, typed and documented from the field."""
+    """One `--name` option per dataclass field (or a positional one), typed and documented from the field.
+
+    A field without a default is a required option.
+    """
     hints = {"int": int, "float": float, "str": str, "Path": Path, "Path | None": Path, "float | None": float}
-    hints["str | None"] = str
+    hints.update({"str | None": str, "list[Path]": Path})
     for f in fields(cls):
         default = f.default if f.default is not MISSING else None
         kwargs: dict[str, Any] = {"default": default, "help": f.metadata.get("help", "")}
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, type=hints[str(f.type)], nargs=f.metadata["nargs"], help=kwargs["help"])
+            continue
+        if f.default is MISSING:
+            kwargs["required"] = True
         if f.type == "bool":
             kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"
         else:

@@ -10,7 +10,6 @@ test_predictions.csv.
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import shlex
 import sys
@@ -26,7 +25,8 @@ from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from cxr14 import checkpoint, distributed
+from cxr14 import checkpoint, distributed, evaluate
+from cxr14.calibration import apply_temperature
 from cxr14.config import TrainConfig
 from cxr14.data.loaders import SplitData, build_datasets, make_loader
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
@@ -46,13 +46,14 @@ from cxr14.engine import (
     use_fast_kernels,
 )
 from cxr14.errors import Stopped, UserError
-from cxr14.files import write_text
+from cxr14.evaluate import Scoring
+from cxr14.inference import model_card
 from cxr14.interrupt import StopRequest
-from cxr14.labels import LABELS
 from cxr14.loss import make_loss
-from cxr14.metrics import AurocResult, auroc, format_table
+from cxr14.metrics import AurocResult, auroc
 from cxr14.model import DataConfig, create_model
 from cxr14.runlog import TensorBoard, write_metrics_csv
+from cxr14.thresholds import ValidationChoice, choose_on_validation
 
 log = logging.getLogger(__name__)
 
@@ -381,22 +382,39 @@ def fit(run: Run, stop: StopRequest) -> bool:
     return False
 
 
-def test(run: Run) -> AurocResult:
-    """Score best_model.pth on the test split; write metrics.json and test_predictions.csv."""
+def load_best(run: Run) -> dict[str, Any]:
+    """Put best_model.pth's weights into the model (every process) and return the checkpoint."""
     best = checkpoint.load(run.out / "best_model.pth")
-    model = unwrap(run.stepper.model)
-    model.load_state_dict(best["model"])
-    result, pred = score(run, "test", model)
+    unwrap(run.stepper.model).load_state_dict(best["model"])
+    return best
+
+
+def choose_thresholds(run: Run, best: dict[str, Any]) -> ValidationChoice:
+    """Temperature (with --calibrate) and Youden thresholds on validation, stored in best_model.pth.
+
+    Chosen here, on validation, once the weights are final: never on test.
+    """
+    _, pred = score(run, "val", unwrap(run.stepper.model))
+    choice = choose_on_validation(pred.targets, pred.logits, calibrate=run.cfg.calibrate)
+    if run.dist.is_main:
+        best["calibration"] = choice.to_json()
+        checkpoint.atomic_save(best, run.out / "best_model.pth")
+    log.info("thresholds%s chosen on validation and stored in best_model.pth", " and temperatures" * run.cfg.calibrate)
+    return choice
+
+
+def test(run: Run) -> dict[str, Any]:
+    """Score the best weights on test: metrics.json (with intervals), per_class.csv, test_predictions.csv."""
+    best = load_best(run)
+    choice = choose_thresholds(run, best)
+    _, pred = score(run, "test", unwrap(run.stepper.model))
     if not run.dist.is_main:
-        return result
-    print(format_table(result, f"test split, best model (epoch {best['epoch']}), {result.n_images} images"))
-    write_text(run.out / "metrics.json", json.dumps(result.to_json("test"), indent=2) + "\n")
-    names = run.data["test"].split.names[pred.index]
-    probs = torch.sigmoid(torch.from_numpy(pred.logits)).numpy()
-    rows = ["image," + ",".join(LABELS)]
-    rows += [f"{n}," + ",".join(f"{p:.6f}" for p in row) for n, row in zip(names, probs, strict=True)]
-    write_text(run.out / "test_predictions.csv", "\n".join(rows) + "\n")
-    return result
+        return {}
+    split = run.data["test"].split.take(pred.index)
+    metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed))
+    probs = apply_temperature(pred.logits, choice.temperature)
+    evaluate.write_outputs(run.out, metrics, split, probs, model_card(best, run.out / "best_model.pth"))
+    return metrics
 
 
 def resume_hint(run: Run) -> str:
@@ -408,10 +426,11 @@ def resume_hint(run: Run) -> str:
     return f"{cmd} --resume auto"
 
 
-def train(cfg: TrainConfig) -> AurocResult:
+def train(cfg: TrainConfig) -> dict[str, Any]:
     """The whole job behind `cxr14 train`, `python main.py` and each process of `torchrun main.py`.
 
-    Returns the test result; raises Stopped when a signal stopped the run (last.pth then holds where it was).
+    Returns the test metrics (metrics.json's content); raises Stopped when a signal stopped the run (last.pth
+    then holds where it was).
     """
     with distributed.process_group(cfg.device, cfg.dist_timeout) as info:
         if not info.is_main:
@@ -426,7 +445,7 @@ def train(cfg: TrainConfig) -> AurocResult:
                     )  # fmt: skip
                     raise Stopped(stop.exit_status)
                 result = test(run)
-                log.info("outputs in %s (best_model.pth, metrics.json, metrics.csv)", run.out)
+                log.info("outputs in %s (best_model.pth, metrics.json, per_class.csv, metrics.csv)", run.out)
                 return result
             finally:
                 if run.tensorboard is not None:

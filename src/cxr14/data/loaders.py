@@ -106,12 +106,13 @@ def image_source(split: Split, paths: list[Path], cfg: TrainConfig) -> ImageSour
     return source
 
 
-def build_datasets(cfg: TrainConfig) -> dict[str, SplitData]:
-    """train / val / test datasets, images resolved and missing ones handled."""
+def build_datasets(cfg: TrainConfig, names: tuple[str, ...] = ("train", "val", "test")) -> dict[str, SplitData]:
+    """The named splits' datasets (train / val / test), images resolved and missing ones handled."""
     splits = load_splits(cfg)
     index = index_images(cfg.data_dir)
     out = {}
-    for name, split in splits.items():
+    for name in names:
+        split = splits[name]
         split, paths = attach_paths(split, index, cfg)
         source = image_source(split, paths, cfg)
         out[name] = SplitData(split, XrayDataset(source, split.labels, skip_bad=cfg.on_bad_image == "skip"))

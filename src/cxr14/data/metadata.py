@@ -21,13 +21,26 @@ REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
 
 
 @dataclass(frozen=True)
+class Demographics:
+    """Who and how, per image, for subgroup results: sex (M/F, "" unknown), age in years (-1 unknown), view."""
+
+    sex: np.ndarray  # str
+    age: np.ndarray  # int64
+    view: np.ndarray  # str: PA or AP
+
+    def take(self, rows: np.ndarray) -> Demographics:
+        return Demographics(self.sex[rows], self.age[rows], self.view[rows])
+
+
+@dataclass(frozen=True)
 class Metadata:
-    """One row per image: file name, 14 labels (uint8) and patient id, in CSV order."""
+    """One row per image: file name, 14 labels (uint8), patient id and demographics, in CSV order."""
 
     names: np.ndarray  # str, e.g. "00000001_000.png"
     labels: np.ndarray  # uint8 [N, 14]
     patients: np.ndarray  # int64
     source: Path
+    demographics: Demographics
 
     def __len__(self) -> int:
         return len(self.names)
@@ -69,7 +82,21 @@ def read_data_entry(path: Path) -> Metadata:
         labels=labels,
         patients=frame["Patient ID"].to_numpy(dtype=np.int64),
         source=path,
+        demographics=_demographics(frame),
     )
+
+
+def _demographics(frame: pd.DataFrame) -> Demographics:
+    """Sex, age and view columns where the CSV has them (a missing column reads as unknown)."""
+    n = len(frame)
+
+    def text(column: str) -> np.ndarray:
+        if column not in frame.columns:
+            return np.full(n, "", dtype=object).astype(str)
+        return frame[column].fillna("").astype(str).str.strip().str.upper().to_numpy(dtype=str)
+
+    age = pd.to_numeric(frame.get("Patient Age", pd.Series([None] * n)), errors="coerce").fillna(-1)
+    return Demographics(sex=text("Patient Gender"), age=age.to_numpy(dtype=np.int64), view=text("View Position"))
 
 
 def _encode_all(cells: np.ndarray, path: Path) -> np.ndarray:

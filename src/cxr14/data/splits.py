@@ -7,12 +7,12 @@ An image-wise split puts follow-ups of one patient on both sides and inflates AU
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from cxr14.data.metadata import Metadata, read_split_list
+from cxr14.data.metadata import Demographics, Metadata, read_split_list
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -27,19 +27,22 @@ class Split:
     names: np.ndarray
     labels: np.ndarray
     patients: np.ndarray
+    demographics: Demographics
+    capped_from: int | None = None  # the split's size before a --max_*_samples cap, when one applied
 
     def __len__(self) -> int:
         return len(self.names)
 
     def take(self, rows: np.ndarray) -> Split:
-        return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows])
+        d = self.demographics.take(rows)
+        return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows], d, self.capped_from)
 
     def rename(self, name: str) -> Split:
-        return Split(name, self.names, self.labels, self.patients)
+        return replace(self, name=name)
 
 
 def whole(meta: Metadata) -> Split:
-    return Split("all", meta.names, meta.labels, meta.patients)
+    return Split("all", meta.names, meta.labels, meta.patients, meta.demographics)
 
 
 def select(meta: Metadata, names: list[str], split_name: str, list_path: Path) -> Split:
@@ -71,7 +74,7 @@ def cap(split: Split, max_samples: int | None, seed: int) -> Split:
     if max_samples is None or max_samples <= 0 or len(split) <= max_samples:
         return split
     rows = np.sort(np.random.default_rng(seed).choice(len(split), size=max_samples, replace=False))
-    return split.take(rows)
+    return replace(split.take(rows), capped_from=len(split))
 
 
 def check_disjoint(splits: dict[str, Split]) -> None:

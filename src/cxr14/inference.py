@@ -1,0 +1,96 @@
+"""A trained model ready for new images: weights, data config, calibration and model card, from one file.
+
+`evaluate`, `predict`, the web page and `export`'s checks all start here, so a checkpoint is read, rebuilt and
+fed in one way only: `checkpoint.load` -> `checkpoint.model_from_checkpoint` -> a `Classifier` whose transform
+comes from the checkpoint's own data config. Probabilities are `apply_temperature(logits, T)` with the
+temperature fitted on validation, and a finding is called when its probability reaches the threshold chosen
+on validation (`thresholds.decide`): the same arithmetic for every caller.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr14 import checkpoint
+from cxr14.calibration import apply_temperature
+from cxr14.data.transforms import DeviceTransform
+from cxr14.engine import Classifier, resolve_device, resolve_precision
+from cxr14.labels import LABELS
+from cxr14.model import DataConfig
+from cxr14.thresholds import ValidationChoice, decide
+
+
+@dataclass
+class LoadedModel:
+    """A classifier with what turns its logits into calls, and what describes it."""
+
+    classifier: Classifier
+    data_config: DataConfig
+    calibration: ValidationChoice | None  # thresholds and temperatures chosen on validation
+    card: dict[str, Any]
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """[N, 14] calibrated probabilities (plain sigmoid for a checkpoint without a temperature)."""
+        return apply_temperature(logits, self.calibration.temperature if self.calibration else None)
+
+    def calls(self, probs: np.ndarray) -> np.ndarray:
+        """[N, 14] bool: probability >= the validation threshold (nothing is called without thresholds)."""
+        if self.calibration is None:
+            return np.zeros(np.shape(probs), dtype=bool)
+        return decide(probs, self.calibration.thresholds)
+
+    @property
+    def thresholds(self) -> list[float | None]:
+        if self.calibration is None:
+            return [None] * len(LABELS)
+        return [None if np.isnan(t) else float(t) for t in self.calibration.thresholds]
+
+
+def load_model(path: Path, device: str = "auto", precision: str = "auto") -> LoadedModel:
+    """A cxr14 checkpoint (best_model.pth) as a ready classifier on `device`, in eval mode."""
+    state = checkpoint.load(Path(path))
+    model, data = checkpoint.model_from_checkpoint(state)
+    dev = resolve_device(device)
+    model.to(dev).eval()
+    transform = DeviceTransform(data.mean, data.std, data.in_chans, None)
+    classifier = Classifier(model, transform, resolve_precision(precision, dev))
+    stored = state.get("calibration")
+    calibration = ValidationChoice.from_json(stored) if stored else None
+    return LoadedModel(classifier, data, calibration, model_card(state, Path(path)))
+
+
+def model_card(state: dict[str, Any], path: Path) -> dict[str, Any]:
+    """What a person needs to know about a model, for the report, the web page and exported model cards."""
+    config = state.get("config", {})
+    card: dict[str, Any] = {
+        "checkpoint": str(path),
+        "model": state["model_name"],
+        "image_size": state["data_config"]["image_size"],
+        "in_chans": state["data_config"]["in_chans"],
+        "epoch": state.get("epoch"),
+        "weights": state.get("weights", "model"),
+        "validation_mean_auroc": state.get("best_metric"),
+        "pretrained": config.get("pretrained"),
+        "loss": config.get("loss"),
+        "trained": _mtime(path),
+        "labels": list(state["labels"]),
+        "config": config,
+    }
+    metrics = path.parent / "metrics.json"
+    if metrics.is_file():
+        try:
+            m = json.loads(metrics.read_text())
+            card["test"] = {k: m.get(k) for k in ("mean_auroc", "mean_auroc_ci", "n_images", "n_patients", "split")}
+        except (OSError, ValueError):
+            pass  # a card without test figures is still a card
+    return card
+
+
+def _mtime(path: Path) -> str:
+    return datetime.datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d %H:%M")
