@@ -27,7 +27,7 @@ from cxr14.files import write_text
 from cxr14.labels import LABELS
 from cxr14.loss import LossFn, make_loss
 from cxr14.metrics import AurocResult, auroc, format_table
-from cxr14.model import DataConfig, create_model
+from cxr14.model import DataConfig, check_image_size, create_model
 
 log = logging.getLogger(__name__)
 EPOCH_FIELDS = ("epoch", "train_loss", "val_mean_auroc", "best_val_mean_auroc", "lr", "seconds", "n_bad")
@@ -69,6 +69,7 @@ def prepare_output_dir(cfg: TrainConfig) -> tuple[Path, logging.Handler]:
 
 def setup(cfg: TrainConfig) -> Run:
     """Seed, pick device and precision, build data, model, loss and optimizer."""
+    check_image_size(cfg.model, cfg.image_size)  # a size the model cannot take fails before data or a run folder
     torch.manual_seed(cfg.seed)  # initialisation and on-device augmentation; data order has its own generator
     device = resolve_device(cfg.device)
     precision = resolve_precision(cfg.precision, device)
