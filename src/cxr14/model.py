@@ -124,11 +124,13 @@ class _NoValuesOnMeta(TorchFunctionMode):
     def __torch_function__(
         self, func: Callable, types: tuple, args: tuple = (), kwargs: dict[str, Any] | None = None
     ) -> Any:
+        kwargs = kwargs or {}
         op = getattr(func, "__name__", "")
-        filling = op.endswith("_") and not op.startswith("_") and op not in self.RESHAPING
-        if filling and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
-            return args[0]
-        return func(*args, **(kwargs or {}))
+        if op.endswith("_") and not op.startswith("_") and op not in self.RESHAPING:
+            target = args[0] if args else kwargs.get("tensor")  # torch.nn.init passes `tensor=` by name
+            if isinstance(target, torch.Tensor) and target.is_meta:
+                return target
+        return func(*args, **kwargs)
 
 
 def _meta_build(
