@@ -116,7 +116,7 @@ def test_pretrained_mismatch_and_unknown_model(tmp_path: Path) -> None:
 
 
 def test_pretrained_offline_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cxr14.model._cached_weights", lambda model: None)  # nothing in the local cache
+    monkeypatch.setattr("cxr14.model._cached_weights", lambda cfg: None)  # nothing in the local cache
     monkeypatch.setattr("cxr14.model.hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError, match="--pretrained_path"):
         create_model("convnext_atto", True, None, 64)

@@ -66,7 +66,9 @@ def load(path: Path) -> dict[str, Any]:
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, DataConfig]:
     """Rebuild the trained model and its data config from a loaded checkpoint."""
     data = DataConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in state["data_config"].items()})
-    model = build(state["model_name"], in_chans=data.in_chans, num_classes=len(state["labels"]))
+    model = build(
+        state["model_name"], in_chans=data.in_chans, num_classes=len(state["labels"]), image_size=data.image_size
+    )
     model.load_state_dict(state["model"])
     return model, data
 

@@ -51,7 +51,7 @@ from cxr14.inference import model_card
 from cxr14.interrupt import StopRequest
 from cxr14.loss import make_loss
 from cxr14.metrics import AurocResult, auroc
-from cxr14.model import DataConfig, create_model
+from cxr14.model import DataConfig, check_image_size, create_model
 from cxr14.runlog import TensorBoard, write_metrics_csv
 from cxr14.thresholds import ValidationChoice, choose_on_validation
 
@@ -162,6 +162,7 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
 
 def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     """Seed, pick precision, build data, model, loss, optimizer, schedule; restore a run being resumed."""
+    check_image_size(cfg.model, cfg.image_size)  # a size the model cannot take fails before data or a run folder
     torch.manual_seed(cfg.seed)  # initialisation: the same on every process (DDP also broadcasts rank 0's)
     precision = resolve_precision(cfg.precision, info.device)
     use_fast_kernels(info.device)
