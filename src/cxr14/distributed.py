@@ -148,7 +148,8 @@ def merge_predictions(pred: Predictions, info: DistInfo) -> Predictions:
     logits = np.concatenate([p.logits for p in parts if len(p.index)])[first]
     has_targets = all(p.targets is not None for p in parts if len(p.index))
     targets = np.concatenate([p.targets for p in parts if len(p.index)])[first] if has_targets else None
-    return Predictions(logits, index, targets, sum(p.n_bad for p in parts))
+    bad = dict(b for p in parts for b in p.bad)  # an image the padding repeated is counted once
+    return Predictions(logits, index, targets, tuple(sorted(bad.items())))
 
 
 def report_failure(message: str) -> None:

@@ -180,7 +180,7 @@ def train_one_epoch(
     bar = _bar(loader, desc, progress, total=n_steps, initial=start.step)
     stopped = False
     for batch in bar:
-        bad += loader.dataset.report_bad(batch["bad"])
+        bad += len(loader.dataset.report_bad(batch["bad"]))
         group_start = step - step % s.accum_steps
         boundary = (step + 1) % s.accum_steps == 0 or step + 1 == n_steps
         step += 1
@@ -248,7 +248,11 @@ class Predictions:
     logits: np.ndarray  # float32 [N, 14]
     index: np.ndarray  # int64 [N]: position in the dataset
     targets: np.ndarray | None  # uint8 [N, 14]
-    n_bad: int
+    bad: tuple[tuple[int, str], ...]  # (dataset index, reason) of each image skipped as unreadable
+
+    @property
+    def n_bad(self) -> int:
+        return len(self.bad)
 
 
 def predict(classifier: Classifier, loader: DataLoader, desc: str = "eval", progress: bool = True) -> Predictions:
@@ -257,7 +261,7 @@ def predict(classifier: Classifier, loader: DataLoader, desc: str = "eval", prog
     Logits stay on the device until the end (no sync per batch). Under torchrun each process scores its shard;
     `distributed.merge_predictions` joins them.
     """
-    logits, targets, index, bad = [], [], [], 0
+    logits, targets, index, bad = [], [], [], []
     for batch in _bar(loader, desc, progress):
         bad += loader.dataset.report_bad(batch["bad"])
         if batch["image"].numel() == 0:
@@ -267,10 +271,10 @@ def predict(classifier: Classifier, loader: DataLoader, desc: str = "eval", prog
         if "target" in batch:
             targets.append(batch["target"])
     if not logits:
-        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), None, bad)
+        return Predictions(np.zeros((0, 0), np.float32), np.zeros(0, np.int64), None, tuple(bad))
     return Predictions(
         logits=torch.cat(logits).cpu().numpy(),
         index=torch.cat(index).numpy().astype(np.int64),
         targets=torch.cat(targets).numpy().astype(np.uint8) if targets else None,
-        n_bad=bad,
+        bad=tuple(bad),
     )

@@ -87,8 +87,8 @@ class XrayDataset(Dataset):
         index = torch.as_tensor(items, dtype=torch.long)
         return {"image": torch.from_numpy(pixels).unsqueeze(1), "target": self.labels[index], "index": index, "bad": []}
 
-    def report_bad(self, bad: list[tuple[int, str]]) -> int:
-        """Raise a UserError for the first unreadable image, or (skip mode) return how many there were."""
+    def report_bad(self, bad: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Raise a UserError for the first unreadable image, or (skip mode) return them as (index, reason)."""
         if bad and not self.skip_bad:
             i, why = bad[0]
             raise UserError(
@@ -96,7 +96,7 @@ class XrayDataset(Dataset):
                 f"it again, or pass --on_bad_image skip to leave out unreadable images (they are counted and "
                 f"reported)."
             )
-        return len(bad)
+        return bad
 
 
 def collate_skipping_bad(batch: list | dict) -> dict:
