@@ -32,6 +32,7 @@ from cxr14.files import write_text
 from cxr14.inference import LoadedModel, load_model
 from cxr14.labels import LABELS
 from cxr14.metrics import merge_json
+from cxr14.report import write_report
 from cxr14.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.thresholds import ValidationChoice, operating_point
 
@@ -116,7 +117,7 @@ def find_google_labels(data_dir: Path) -> Any:
 
 
 def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.ndarray, card: dict[str, Any]) -> None:
-    """metrics.json, per_class.csv and SPLIT_predictions.csv into `out`, each written atomically."""
+    """metrics.json, per_class.csv, SPLIT_predictions.csv and report.html into `out`, each written atomically."""
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "metrics.json", json.dumps({**metrics, "model": card}, indent=2) + "\n")
     buf = io.StringIO()
@@ -132,6 +133,7 @@ def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.nd
     for name, patient, p, t in zip(split.names, split.patients, probs, split.labels, strict=True):
         writer.writerow([name, int(patient), *(f"{v:.6f}" for v in p), *(int(v) for v in t)])
     write_text(out / f"{split.name}_predictions.csv", buf.getvalue())
+    write_report(out)
 
 
 def _cell(value: Any) -> str:
