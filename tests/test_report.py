@@ -130,7 +130,7 @@ def make_evaluation(folder: Path, n_patients: int = 60, per_patient: int = 4, ca
     val, val_logits = synthetic(40, 3, seed=1, name="val")
     test, logits = synthetic(n_patients, per_patient, seed=2, name="test", capped_from=capped_from)
     choice = choose_on_validation(val.labels, val_logits)
-    metrics = score(test, logits, choice, Scoring(n_resamples=200))
+    metrics = score(test, logits, choice, Scoring(n_resamples=200), {"data_dir": "data", "lists": "official"})
     metrics["localisation"] = localisation(folder)
     write_history(folder / "metrics.csv")
     probs = 1 / (1 + np.exp(-logits / choice.temperature))

@@ -25,7 +25,7 @@ from cxr14.bootstrap import format_intervals, patient_bootstrap
 from cxr14.calibration import apply_temperature, expected_calibration_error, reliability_bins
 from cxr14.config import EvaluateConfig, TrainConfig
 from cxr14.data.loaders import build_datasets
-from cxr14.data.splits import Split
+from cxr14.data.splits import Split, describe_lists
 from cxr14.engine import predict
 from cxr14.errors import UserError
 from cxr14.files import write_text
@@ -33,13 +33,13 @@ from cxr14.inference import LoadedModel, load_model
 from cxr14.labels import LABELS
 from cxr14.metrics import merge_json
 from cxr14.report import write_report
+from cxr14.report.published import OFFICIAL_TEST_IMAGES
 from cxr14.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.thresholds import ValidationChoice, operating_point
 
 log = logging.getLogger(__name__)
 PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "threshold", "sensitivity",
                     "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
-OFFICIAL_TEST_SIZE = 25596
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,14 @@ def sample_note(split: Split) -> dict[str, Any] | None:
         "note": (
             f"Scored on a seeded random subset of {len(split):,} of the {split.capped_from:,} {split.name} images "
             f"(--max_test_samples). Published ChestX-ray14 results use the full official test list "
-            f"({OFFICIAL_TEST_SIZE:,} images); run `cxr14 evaluate` for the whole split."
+            f"({OFFICIAL_TEST_IMAGES:,} images); run `cxr14 evaluate` for the whole split."
         ),
     }
+
+
+def data_record(cfg: TrainConfig) -> dict[str, Any]:
+    """Where the scored images came from, for metrics.json and the report's model card."""
+    return {"data_dir": str(cfg.data_dir), "lists": describe_lists(cfg.data_dir, cfg.seed)}
 
 
 def score(
@@ -72,6 +77,7 @@ def score(
     logits: np.ndarray,
     calibration: ValidationChoice | None,
     scoring: Scoring,
+    data: dict[str, Any],
     google: Any = None,
 ) -> dict[str, Any]:
     """metrics.json for `split` (rows aligned with `logits`): the training schema plus intervals and the rest."""
@@ -99,6 +105,7 @@ def score(
     metrics["subgroups"] = subgroups.to_json()
     metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
     metrics["sample"] = sample_note(split)
+    metrics["data"] = data
     metrics["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
     metrics["cxr14_version"] = __version__
     print(format_intervals(boot, f"{split.name} split: AUROC with {scoring.level:.0%} patient-bootstrap intervals"))
@@ -173,9 +180,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
     split, logits = predict_split(model, data.dataset, data.split, train_cfg)
     google = find_google_labels(cfg.data_dir) if cfg.split == "test" else None
-    metrics = score(split, logits, model.calibration, Scoring(cfg.n_resamples, cfg.seed), google)
+    scoring = Scoring(cfg.n_resamples, cfg.seed)
+    metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google)
     write_outputs(out, metrics, split, model.probabilities(logits), model.card)
-    log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv)", out, split.name)
+    log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
     return metrics
 
 

@@ -412,7 +412,7 @@ def test(run: Run) -> dict[str, Any]:
     if not run.dist.is_main:
         return {}
     split = run.data["test"].split.take(pred.index)
-    metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed))
+    metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed), evaluate.data_record(run.cfg))
     probs = apply_temperature(pred.logits, choice.temperature)
     evaluate.write_outputs(run.out, metrics, split, probs, model_card(best, run.out / "best_model.pth"))
     return metrics

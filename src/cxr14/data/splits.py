@@ -90,6 +90,13 @@ def check_disjoint(splits: dict[str, Split]) -> None:
                 )
 
 
+def describe_lists(data_dir: Path, seed: int) -> str:
+    """How a data folder gets split: "official" when both NIH lists are there, else the seeded fallback."""
+    if all((data_dir / f).is_file() for f in LIST_FILES.values()):
+        return "official"
+    return f"seeded patient-wise split (seed {seed})"
+
+
 def make_splits(
     meta: Metadata, data_dir: Path, val_fraction: float, seed: int, caps: tuple[int | None, int | None]
 ) -> dict[str, Split]:
@@ -98,7 +105,7 @@ def make_splits(
     `caps` = (max_train_samples, max_test_samples), applied after the patient-wise carving.
     """
     list_paths = {k: data_dir / v for k, v in LIST_FILES.items()}
-    if all(p.is_file() for p in list_paths.values()):
+    if describe_lists(data_dir, seed) == "official":
         train_val = select(meta, read_split_list(list_paths["train_val"]), "train_val", list_paths["train_val"])
         test = select(meta, read_split_list(list_paths["test"]), "test", list_paths["test"])
         log.info("split: official lists (%d train_val, %d test images)", len(train_val), len(test))

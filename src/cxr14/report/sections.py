@@ -50,6 +50,13 @@ def comparability(metrics: dict[str, Any]) -> tuple[str, bool]:
             f"official test list ({OFFICIAL_TEST_IMAGES:,} images); run `cxr14 evaluate` for the whole split.",
             True,
         )
+    lists = (metrics.get("data") or {}).get("lists")
+    if lists is not None and lists != "official":
+        return (
+            f"Test split from a {lists}, not NIH's official lists: not comparable with the published "
+            "official-split figures below.",
+            True,
+        )
     if total != OFFICIAL_TEST_IMAGES:
         return (
             f"{total:,} test images, not the {OFFICIAL_TEST_IMAGES:,} of the official test list: a seeded "
@@ -388,8 +395,9 @@ def model_card(inputs: ReportInputs) -> Section:
     m = inputs.metrics
     card = m.get("model") or {}
     config = card.get("config") or {}
-    listed = "not established from the outputs (the run's log says 'split: official lists' or 'patient-wise split')"
-    if scored_total(m) == OFFICIAL_TEST_IMAGES and m.get("split") == "test":
+    data = m.get("data") or {}
+    listed = data.get("lists") or "not recorded"
+    if "lists" not in data and scored_total(m) == OFFICIAL_TEST_IMAGES and m.get("split") == "test":
         listed = "official (the test list's 25,596 images)"
     rows = [
         ["model", card.get("model", "unknown")],
@@ -399,7 +407,7 @@ def model_card(inputs: ReportInputs) -> Section:
         ["validation mean AUROC", num(card.get("validation_mean_auroc"))],
         ["checkpoint", card.get("checkpoint", "unknown")],
         ["trained", card.get("trained", "unknown")],
-        ["data folder", config.get("data_dir", "unknown")],
+        ["data folder", data.get("data_dir") or config.get("data_dir", "unknown")],
         [
             "split scored",
             f"{m.get('split', '?')}: {m.get('n_images', 0):,} images of {m.get('n_patients', 0):,} patients",
