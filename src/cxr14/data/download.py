@@ -23,7 +23,7 @@ import os
 import shutil
 import threading
 import urllib.parse
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,10 +98,8 @@ def download(settings: DownloadSettings) -> list[str]:
         _check_hosts(data_dir, [a for a in todo if not (data_dir / a.filename).is_file()], settings.timeout)
         done, failures = _run(todo, settings)
     if failures:
-        raise UserError(
-            f"{len(failures)} of {len(todo)} archive(s) failed; the other {len(done)} are complete and kept. "
-            + " ".join(failures)
-        )
+        kept = f" (the other {len(done)} are complete and kept)" if done else ""
+        raise UserError(f"{len(failures)} of {len(todo)} archive(s) failed{kept}. " + " ".join(failures))
     return done
 
 
@@ -194,14 +192,19 @@ def _run(todo: list[Archive], settings: DownloadSettings) -> tuple[list[str], li
     failures: list[str] = []
     pool = ThreadPoolExecutor(settings.jobs, thread_name_prefix="download")
     try:
-        futures = {pool.submit(_one, a, settings, progress, stop, lock): a for a in todo}
-        for future in as_completed(futures):
-            try:
-                future.result()
-                done.append(futures[future].filename)
-            except UserError as exc:
-                failures.append(str(exc))
-            progress.note(f"{len(done)} of {len(todo)} unpacked")
+        pending = {pool.submit(_one, a, settings, progress, stop, lock): a for a in todo}
+        while pending:
+            # Wake up twice a second: a main thread blocked without a timeout would not see Ctrl-C
+            # until an archive finished, which can take half an hour.
+            finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            for future in finished:
+                archive = pending.pop(future)
+                try:
+                    future.result()
+                    done.append(archive.filename)
+                except UserError as exc:
+                    failures.append(str(exc))
+                progress.note(f"{len(done)} of {len(todo)} unpacked")
     except KeyboardInterrupt:
         stop.set()
         log.warning("interrupted: partial downloads are kept as .part files; run the same command to continue")

@@ -26,7 +26,8 @@ from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1 << 18  # 256 KiB: small enough that a stop request is seen within a fraction of a second
+#: Bytes per read: urllib3 blocks until it has them all, so this bounds how late Ctrl-C is noticed.
+CHUNK = 1 << 16
 #: Attempts in a row that add no byte before a file is given up (each waits longer: 1, 3, 7, 15, 30 s).
 MAX_STALLS = 5
 #: What a dropped connection, a timeout or a truncated body looks like, from any layer.
@@ -109,10 +110,12 @@ def fetch(
 ) -> None:
     """Download `url` into `part`, continuing what `part` already holds; return when the body is whole.
 
-    A failure that adds bytes is followed by an immediate resume; MAX_STALLS failures in a row that
-    add nothing give up with a UserError. `stop` (Ctrl-C) raises Stopped between chunks.
+    A failure after which the file is longer than ever before is followed by an immediate resume;
+    MAX_STALLS failures in a row that do not get further give up with a UserError (so a server that
+    drops every connection and ignores Range cannot keep us busy forever). `stop` (Ctrl-C) raises
+    Stopped between chunks.
     """
-    stalls = 0
+    stalls, furthest = 0, part.stat().st_size if part.exists() else 0
     while True:
         have = part.stat().st_size if part.exists() else 0
         try:
@@ -122,7 +125,8 @@ def fetch(
         except NET_ERRORS as exc:
             reason = f"{type(exc).__name__}: {exc}"
         size = part.stat().st_size if part.exists() else 0
-        stalls = 0 if size != have else stalls + 1
+        stalls = 0 if size > furthest else stalls + 1
+        furthest = max(furthest, size)
         if stalls > MAX_STALLS:
             raise UserError(
                 f"Downloading {part.name.removesuffix('.part')} from {url} failed {stalls} times in a row without "
@@ -197,7 +201,7 @@ def md5_of(path: Path, stop: threading.Event | None = None) -> str:
     """MD5 of a file, read in blocks (archives are 2-4 GiB); `stop` interrupts it."""
     digest = hashlib.md5(usedforsecurity=False)  # NIH publishes MD5s; this checks integrity, not authenticity
     with open(path, "rb") as f:
-        while block := f.read(16 * CHUNK):
+        while block := f.read(1 << 20):
             if stop is not None and stop.is_set():
                 raise Stopped
             digest.update(block)
