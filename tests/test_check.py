@@ -46,10 +46,10 @@ def test_missing_corrupt_and_foreign_files_are_found(clean, capsys, monkeypatch)
     (clean / "images" / "notes.txt").write_text("not an image")
     assert check(clean, "--deep", "--workers", "2") == 2
     captured = capsys.readouterr()
-    assert f"1 missing: {names[0]}" in captured.out
-    assert f"1 unreadable: images/{names[1]} (" in captured.out
-    assert "1 PNG(s) are not in the CSV (training ignores them): 99999999_000.png" in captured.out
-    assert "1 entries are not PNG files (training ignores them): images/notes.txt" in captured.out
+    assert f"missing: 1, e.g. {names[0]}" in captured.out
+    assert f"unreadable: 1, e.g. images/{names[1]} (" in captured.out
+    assert "PNGs not in the CSV (training ignores them): 1, e.g. 99999999_000.png" in captured.out
+    assert "not PNG files (training ignores them): 1, e.g. images/notes.txt" in captured.out
     assert "not ready to train on: 1 of 12 images named in the CSV are not on disk; 1 image(s) cannot be read" in (
         captured.err
     )
@@ -106,7 +106,7 @@ def test_partial_nih_download_names_the_missing_archives(tmp_path, capsys) -> No
         (tmp_path / "images" / name).touch()
     assert check(tmp_path) == 2
     out = capsys.readouterr().out
-    assert "4,999 of the CSV's 112,120 images are present" in out and "4,999 unreadable" in out
+    assert "4,999 of the CSV's 112,120 images are present" in out and "unreadable: 4,999, e.g." in out
     assert f"next: cxr14 download --data_dir {tmp_path} --only 2-12 (they are in NIH archive(s) 2-12)" in out
     assert "Data_Entry_2017_v2020.csv (the 2020 revision)" in out and "NIH's exact bytes" in out
 

@@ -165,7 +165,9 @@ def publish(server: Server, tmp_path: Path, archives: dict[int, bytes], md5: dic
         name = f"images_{number:02d}.tar.gz"
         server.files[name] = data
         digest = (md5 or {}).get(number) or hashlib.md5(data).hexdigest()
-        lines.append(f"{number},{server.url}/{name},3,{len(data)},{digest}")
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            n_images = sum(m.isreg() for m in tar)
+        lines.append(f"{number},{server.url}/{name},{n_images},{len(data)},{digest}")
     urls = tmp_path / "urls.csv"
     urls.write_text("\n".join(lines) + "\n")
     return urls

@@ -127,7 +127,7 @@ def _image_lines(report: FolderReport) -> dict[str, Path]:
                 elif entry.stat().st_size == 0:
                     report.unreadable[rel] = "empty file"
     if report.not_images:
-        report.lines.append(f"  {len(report.not_images):,} entries are not PNG files (training ignores them): "
+        report.lines.append(f"  not PNG files (training ignores them): {len(report.not_images):,}, e.g. "
                             f"{_examples(sorted(report.not_images))}")  # fmt: skip
     if not dirs:
         report.problems.append("no images/ or images_NNN/images/ folder")
@@ -143,11 +143,11 @@ def _compare(report: FolderReport, meta: Metadata, pngs: dict[str, Path]) -> Non
     present = len(meta) - len(report.missing)
     report.lines.append(f"  {present:,} of the CSV's {len(meta):,} images are present")
     if report.foreign:
-        report.lines.append(f"  {len(report.foreign):,} PNG(s) are not in the CSV (training ignores them): "
+        report.lines.append(f"  PNGs not in the CSV (training ignores them): {len(report.foreign):,}, e.g. "
                             f"{_examples(report.foreign)}")  # fmt: skip
     if not report.missing:
         return
-    report.lines.append(f"  {len(report.missing):,} missing: {_examples(report.missing)}")
+    report.lines.append(f"  missing: {len(report.missing):,}, e.g. {_examples(report.missing)}")
     report.problems.append(f"{len(report.missing):,} of {len(meta):,} images named in the CSV are not on disk")
     numbers = archives_holding(report.missing)
     only = "" if len(numbers) in (0, 12) else f" --only {describe_numbers(numbers)}"
@@ -190,7 +190,7 @@ def _check_pixels(report: FolderReport, paths: list[Path], deep: bool, workers: 
         report.lines.append("  PNGs not decoded (--deep decodes every one)")
     if report.unreadable:
         listed = [f"{path} ({why})" for path, why in sorted(report.unreadable.items())]
-        report.lines.append(f"  {len(listed):,} unreadable: {_examples(listed)}")
+        report.lines.append(f"  unreadable: {len(listed):,}, e.g. {_examples(listed)}")
         report.problems.append(f"{len(listed):,} image(s) cannot be read")
         report.fixes.append(f"delete the unreadable files, then cxr14 download --data_dir {report.data_dir} gets "
                             f"their archives again")  # fmt: skip
