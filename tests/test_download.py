@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 
 from cxr14.cli import main
-from cxr14.data.archives import nih_archives
+from cxr14.data.archives import nih_archives, nih_contents
 from cxr14.data.extract import member_problem
 
 #: sha256 of the six metadata files as NIH publishes them (from shared/nih/README.md, not from the package).
@@ -398,3 +398,13 @@ def test_nih_table_is_consistent() -> None:
     assert [a.number for a in table] == list(range(1, 13)) and sum(a.images for a in table) == 112_120
     assert all(re.fullmatch(r"[0-9a-f]{32}", a.md5) and a.url.startswith("https://nihcc.box.com/") for a in table)
     assert table[0].md5 == "fe8ed0a6961412fddcbb3603c11b3698" and table[0].filename == "images_01.tar.gz"
+
+
+def test_images_already_there_in_kaggle_layout_are_not_fetched(tmp_path, capsys) -> None:
+    """Kaggle's copy of archive 1 (as empty stand-ins): NIH's archive 1 is skipped, without a network."""
+    folder = tmp_path / "data" / "images_001" / "images"
+    folder.mkdir(parents=True)
+    for name in nih_contents()[1]:
+        (folder / name).touch()
+    assert download(tmp_path / "data", "--base_url", "http://127.0.0.1:9/nowhere", "--only", "1") == 0
+    assert "images_01.tar.gz: all its 4,999 images are already present" in capsys.readouterr().err
