@@ -358,11 +358,15 @@ def test_bad_urls_file_is_explained(tmp_path, capsys) -> None:
 
 
 def test_disk_space_is_checked_before_starting(server, tmp_path, capsys, monkeypatch) -> None:
-    archive, _ = make_archive(1)
+    """Needed: the unpacked images (about the archive's size) plus the archive itself while it is held."""
+    archive, images = make_archive(1)
     urls = publish(server, tmp_path, {1: archive})
-    monkeypatch.setattr("cxr14.data.download.shutil.disk_usage", lambda _: type("U", (), {"free": 100})())
+    free = {"bytes": 2 * len(archive) - 1}
+    monkeypatch.setattr("cxr14.data.download.shutil.disk_usage", lambda _: type("U", (), {"free": free["bytes"]})())
     assert download(tmp_path / "data", "--urls_file", str(urls)) == 2
     assert "Not enough disk space" in capsys.readouterr().err and server.log == []
+    free["bytes"] += 1
+    assert download(tmp_path / "data", "--urls_file", str(urls)) == 0 and images_in(tmp_path / "data") == images
 
 
 def test_interrupt_keeps_the_part_and_a_rerun_continues_it(server, tmp_path, capsys) -> None:

@@ -94,7 +94,7 @@ def download(settings: DownloadSettings) -> list[str]:
             log.info("all %d archive(s) asked for are already unpacked in %s: nothing to download", len(archives),
                      data_dir / "images")  # fmt: skip
             return []
-        _check_disk(data_dir, todo)
+        _check_disk(data_dir, todo, settings)
         _check_hosts(data_dir, [a for a in todo if not (data_dir / a.filename).is_file()], settings.timeout)
         done, failures = _run(todo, settings)
     if failures:
@@ -141,20 +141,23 @@ def _not_yet_unpacked(data_dir: Path, archives: list[Archive]) -> list[Archive]:
     return todo
 
 
-def _check_disk(data_dir: Path, todo: list[Archive]) -> None:
-    """Enough free space for what is left to download plus the unpacked images (about as big again)."""
-    need = 0
+def _check_disk(data_dir: Path, todo: list[Archive], settings: DownloadSettings) -> None:
+    """Enough free space for the unpacked images (PNGs barely compress: about the archives' size) plus the
+    archives held at once: the `jobs` largest downloads still to come, or all of them with --keep_archives."""
+    remaining = []
     for archive in todo:
         final, part = data_dir / archive.filename, data_dir / f"{archive.filename}.part"
         have = final.stat().st_size if final.is_file() else part.stat().st_size if part.is_file() else 0
-        need += max(archive.nbytes - have, 0) + max(archive.nbytes, have)
+        remaining.append(max(archive.nbytes - have, 0))
+    held = sum(remaining) if settings.keep_archives else sum(sorted(remaining)[-settings.jobs :])
+    need = sum(a.nbytes for a in todo) + held
     free = shutil.disk_usage(data_dir).free
     if need > free:
         raise UserError(
-            f"Not enough disk space in {data_dir}: {len(todo)} archive(s) need about {need / GIB:.1f} GiB "
-            f"(the rest of the downloads plus the unpacked images), and {free / GIB:.1f} GiB are free. Free some "
-            f"space, pick a --data_dir on a larger disk, or fetch fewer archives at a time with --only (e.g. "
-            f"--only 1 is 4,999 images, about 1.9 GiB)."
+            f"Not enough disk space in {data_dir}: {len(todo)} archive(s) need about {need / GIB:.1f} GiB (the "
+            f"unpacked images plus the archives held at once{', all kept' if settings.keep_archives else ''}), and "
+            f"{free / GIB:.1f} GiB are free. Free some space, pick a --data_dir on a larger disk, or fetch fewer "
+            f"archives at a time with --only (e.g. --only 1 is 4,999 images, about 1.9 GiB)."
         )
 
 
