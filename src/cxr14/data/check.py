@@ -34,7 +34,7 @@ DECODE_CHUNK = 64  # images per task: ~1 s of decoding at 1024 px
 
 @dataclass
 class FolderReport:
-    """What the check found; `problems` are what would stop training (or make it wrong), `notes` are not."""
+    """What the check found: `lines` is the printed report; `problems` would stop training (or make it wrong)."""
 
     data_dir: Path
     lines: list[str] = field(default_factory=list)
@@ -161,7 +161,7 @@ def _check_lists(report: FolderReport, meta: Metadata) -> None:
     paths = {k: report.data_dir / v for k, v in LIST_FILES.items()}
     if not all(p.is_file() for p in paths.values()):
         return
-    named, listed = set(meta.names.tolist()), set()
+    named, listed, consistent = set(meta.names.tolist()), set(), True
     for path in paths.values():
         names = read_split_list(path)
         listed.update(names)
@@ -169,12 +169,13 @@ def _check_lists(report: FolderReport, meta: Metadata) -> None:
         report.lines.append(f"  {path.name}: {len(names):,} names" + (f", {len(absent):,} not in the CSV: "
                             f"{_examples(absent)}" if absent else ""))  # fmt: skip
         if absent:
+            consistent = False
             report.problems.append(f"{path.name} names {len(absent):,} image(s) that are not in {meta.source.name}")
             report.fixes.append(f"use the lists that came with {meta.source.name} (cxr14 download writes NIH's)")
     unlisted = len(named - listed)
     if unlisted:
         report.lines.append(f"  {unlisted:,} CSV image(s) are in neither list (training does not use them)")
-    if not any("not in" in p for p in report.problems):
+    if consistent:
         try:
             make_splits(meta, report.data_dir, 0.1, 0, (None, None))  # exactly training's check (patient leaks)
         except UserError as exc:

@@ -227,7 +227,7 @@ def _one(
         path = _verified_archive(archive, s, progress, stop)
         log.info("%s: unpacking into %s", archive.filename, s.data_dir / "images")
         names = unpack(path, s.data_dir, stop)
-    except Stopped:
+    except Stopped:  # only after Ctrl-C or another thread's crash, when nobody counts the results any more
         return
     except OSError as exc:
         raise UserError(f"{archive.filename}: cannot write into {s.data_dir} ({exc}).") from exc
