@@ -118,6 +118,19 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(var, raising=False)
 
 
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to resolve a host other than 127.0.0.1 fails the way an offline machine does."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, *args, **kwargs):
+        if host not in ("127.0.0.1", b"127.0.0.1"):
+            raise socket.gaierror(f"tests must not touch the internet (asked for {host!r})")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
 @pytest.fixture
 def server() -> Iterator[Server]:
     srv = Server()
@@ -412,3 +425,11 @@ def test_images_already_there_in_kaggle_layout_are_not_fetched(tmp_path, capsys)
         (folder / name).touch()
     assert download(tmp_path / "data", "--base_url", "http://127.0.0.1:9/nowhere", "--only", "1") == 0
     assert "images_01.tar.gz: all its 4,999 images are already present" in capsys.readouterr().err
+
+
+def test_nih_default_offline_says_so(tmp_path, capsys) -> None:
+    """Without a mirror the archives come from NIH's Box; offline (here: no name resolves) that takes seconds."""
+    start = time.monotonic()
+    assert download(tmp_path / "data", "--only", "1") == 2
+    assert time.monotonic() - start < 5
+    assert "Cannot reach nihcc.box.com (port 443)" in capsys.readouterr().err

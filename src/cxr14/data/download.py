@@ -84,7 +84,10 @@ def download(settings: DownloadSettings) -> list[str]:
     the others are complete and recorded, and a rerun continues with the failed ones.
     """
     data_dir = settings.data_dir
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot make the data folder {data_dir} ({exc}); pass another --data_dir.") from exc
     busy = f"Another `cxr14 download` is writing into {data_dir} right now; wait for it, or stop it first."
     with exclusive(data_dir / LOCK_FILE, busy):
         write_metadata(data_dir)
