@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny NIH-format folder made here, and the real NIH metadata in shared/nih."""
+"""Shared fixtures: a tiny NIH-format folder made here, and running the CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from PIL import Image
 from cxr14.labels import LABELS, decode
 
 REPO = Path(__file__).resolve().parents[1]
-NIH = REPO.parent / "shared" / "nih"
 #: The smallest real training run: a timm ConvNeXt at 32 px on the CPU, no worker processes.
 TINY_TRAIN = ("--model", "convnext_atto", "--image_size", "32", "--batch_size", "8", "--num_workers", "0",
               "--device", "cpu", "--no-progress")  # fmt: skip

@@ -161,6 +161,77 @@ def add_prepare(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prepare)
 
 
+def cmd_download(args: argparse.Namespace) -> None:
+    from cxr14.data import check, download
+    from cxr14.data.archives import parse_only
+
+    if args.check:
+        check.check_folder(args.data_dir, deep=args.deep, workers=args.workers, progress=args.progress)
+        return
+    if args.deep or args.workers is not None:
+        raise UserError("--deep and --workers belong to `cxr14 download --check`; add --check to use them.")
+    only = parse_only(args.only) if args.only is not None else None
+    settings = download.DownloadSettings(
+        args.data_dir, only, args.jobs, args.keep_archives, args.base_url, args.urls_file, args.timeout, args.progress
+    )
+    done = download.download(settings)
+    print(f"{len(done)} archive(s) unpacked by this run into {args.data_dir / 'images'}. "
+          f"Next: cxr14 download --check --data_dir {args.data_dir}")  # fmt: skip
+
+
+def add_download(sub: argparse._SubParsersAction) -> None:
+    from cxr14.data.archives import URLS_FILE_HELP
+
+    p = sub.add_parser(
+        "download",
+        help="get NIH's images and metadata into a data folder (resumable, verified), or --check a folder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Get ChestX-ray14 into DATA_DIR in one command that can be stopped and run again at any time.
+
+First the metadata is written into DATA_DIR from copies inside the package (no network): both
+Data_Entry CSVs (2017 and the 2020 revision), train_val_list.txt, test_list.txt, BBox_List_2017.csv and
+Google's adjudicated labels. A file already there with other bytes is kept and reported.
+
+Then NIH's 12 archives (images_01.tar.gz .. images_12.tar.gz, about 42 GiB) are downloaded, --jobs at a
+time, with one progress bar. A partial download is kept as images_NN.tar.gz.part and continued from its
+last byte by the next run (HTTP Range; a server that ignores Range restarts that file cleanly). Each
+archive's MD5 is checked against NIH's published one (a mismatch deletes the file and downloads it once
+more, then stops naming the archive); it is then unpacked safely (only images/NAME files: no member
+outside DATA_DIR, no links, no devices) into DATA_DIR/images/ and deleted unless --keep_archives. An
+archive already in DATA_DIR as images_NN.tar.gz (downloaded by hand) is verified and unpacked without a
+network; archives whose images are all present already are skipped, so a second run fetches nothing.
+Free disk space is checked first. A host that cannot be reached is reported within seconds.
+
+With --check nothing is downloaded: the folder is inspected the way training reads it (NIH or Kaggle
+layout): metadata and CSV version, images missing or not in the CSV, non-PNG files, list names not in the
+CSV, empty files and, with --deep, every PNG decoded. Exit status 0 only if training would start cleanly,
+else 2; the report ends with the command to run next.
+
+examples:
+  cxr14 download --data_dir data                   everything (about 42 GiB)
+  cxr14 download --data_dir data --only 1          the first archive alone: 4,999 images to try things on
+  cxr14 download --data_dir data --base_url https://mirror.example.org/nih
+  cxr14 download --check --data_dir data --deep""",
+    )
+    p.add_argument("--data_dir", type=Path, default=Path("data"), help="the dataset folder (default: %(default)s)")
+    p.add_argument("--only", metavar="N,M-K", help="fetch only these archives, 1..12 (e.g. 1 or 1,2 or 3-12)")
+    p.add_argument("--jobs", type=int, default=3, help="archives downloaded at once, 1..12 (default: %(default)s)")
+    p.add_argument("--keep_archives", action="store_true", help="keep each images_NN.tar.gz after unpacking it")
+    p.add_argument("--base_url", metavar="URL", help="a mirror folder holding images_01.tar.gz .. images_12.tar.gz "
+                   "(NIH's MD5s still apply)")  # fmt: skip
+    p.add_argument("--urls_file", type=Path, metavar="CSV", help=f"where to get each archive: {URLS_FILE_HELP}")
+    p.add_argument("--timeout", type=float, default=30.0, help="connect and read timeout in seconds; the "
+                   "reachability probe waits at most 5 (default: %(default)s)")  # fmt: skip
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    check = p.add_argument_group("checking a folder (nothing is downloaded)")
+    check.add_argument("--check", action="store_true", help="report whether DATA_DIR is ready to train on")
+    check.add_argument("--deep", action="store_true", help="with --check: decode every PNG, list unreadable ones")
+    check.add_argument("--workers", type=int, default=None, help="with --deep: decoding processes (default: all "
+                       "cores)")  # fmt: skip
+    p.set_defaults(func=cmd_download)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxr14", description="Train and score chest X-ray classifiers on NIH ChestX-ray14."
@@ -170,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)
     add_evaluate(sub)
+    add_download(sub)
     add_prepare(sub)
     add_phantom(sub)
     add_demo(sub)
@@ -199,7 +271,7 @@ def run(func: Command, args: argparse.Namespace) -> int:
         )
         return 1
     except KeyboardInterrupt:
-        print("cxr14: interrupted; checkpoints written so far are complete and kept.", file=sys.stderr)
+        print("cxr14: interrupted; files written so far are complete and kept.", file=sys.stderr)
         return 130
     return 0
 

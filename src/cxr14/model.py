@@ -17,7 +17,6 @@ import difflib
 import logging
 import math
 import re
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from cxr14.errors import UserError
 from cxr14.labels import NUM_CLASSES
+from cxr14.net import reachable as hub_reachable
 
 log = logging.getLogger(__name__)
 HUB_HOST = "huggingface.co"
@@ -325,18 +325,9 @@ def _cached_weights(cfg: dict[str, Any]) -> Path | None:
     return None
 
 
-def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """One quick TCP connect, so an offline machine fails in seconds rather than after retries."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _download(name: str) -> Path | None:
     """Fetch the weights into the Hugging Face cache through timm, or explain how to supply them."""
-    if not hub_reachable():
+    if not hub_reachable(HUB_HOST):
         raise UserError(
             f"--pretrained needs ImageNet weights for '{name}', which are not in the local cache, and "
             f"{HUB_HOST} cannot be reached from this machine. Either download them elsewhere (e.g. "

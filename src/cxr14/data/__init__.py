@@ -1,1 +1,1 @@
-"""Data layer: NIH metadata and splits, image decoding, datasets, cache, transforms, phantoms."""
+"""Data layer: NIH metadata and splits, image decoding, datasets, cache, transforms, phantoms, download/check."""

@@ -71,9 +71,10 @@ def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
     first = ", ".join(missing[:shown])
     return (
         f"{len(missing)} image(s) named in the metadata are not under {data_dir} "
-        f"(looked in images/ and images_*/images/), e.g. {first}. Download and unpack all 12 archives "
-        f"(the README says where), or pass --on_bad_image skip to train on the "
-        f"images that are present."
+        f"(looked in images/ and images_*/images/), e.g. {first}. `cxr14 download --data_dir {data_dir}` "
+        f"fetches and unpacks the archives that hold them (it resumes, and skips what is there), and "
+        f"`cxr14 download --check --data_dir {data_dir}` reports what the folder lacks; or pass "
+        f"--on_bad_image skip to train on the images that are present."
     )
 
 
