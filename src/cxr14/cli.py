@@ -12,9 +12,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr14 import __version__
-from cxr14.config import EvaluateConfig, TrainConfig, add_arguments, from_args
+from cxr14.config import DemoConfig, EvaluateConfig, TrainConfig, add_arguments, from_args
 from cxr14.errors import Stopped, UserError
-from cxr14.loss import LOSSES
 
 Command = Callable[[argparse.Namespace], object]
 
@@ -104,34 +103,20 @@ def add_phantom(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from cxr14.demo import DemoSettings, run_demo
+    from cxr14.demo import run_demo
 
-    names = {f for f in DemoSettings.__dataclass_fields__}
-    run_demo(DemoSettings(**{k: v for k, v in vars(args).items() if k in names}))
+    run_demo(from_args(DemoConfig, args))
 
 
 def add_demo(sub: argparse._SubParsersAction) -> None:
-    from cxr14.demo import DemoSettings
-
-    d = DemoSettings()
     p = sub.add_parser(
         "demo",
         help="phantom data + a small ConvNeXt trained from scratch + test AUROC, in minutes on a CPU",
         description="Generate (or reuse) a phantom dataset, train convnext_atto on it through the normal training "
-        "path (GPU if present, else CPU), score it on the phantom test split and print the per-class AUROC.",
+        "path (GPU if present, else CPU), score it on the phantom test split with intervals and a report, and "
+        "score its heatmaps against the phantom boxes.",
     )
-    p.add_argument("--data_dir", type=Path, default=d.data_dir, help="phantom folder (default: %(default)s)")
-    p.add_argument("--output_dir", type=Path, default=None, help="run folder (default: runs/demo-TIMESTAMP)")
-    p.add_argument("--n_patients", type=int, default=d.n_patients, help="phantom patients (default: %(default)s)")
-    p.add_argument("--phantom_size", type=int, default=d.phantom_size, help="phantom px (default: %(default)s)")
-    p.add_argument("--image_size", type=int, default=d.image_size, help="training px (default: %(default)s)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="epochs (default: %(default)s)")
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="batch size (default: %(default)s)")
-    p.add_argument("--learning_rate", type=float, default=d.learning_rate, help="AdamW LR (default: %(default)s)")
-    p.add_argument("--loss", default=d.loss, choices=LOSSES, help="training loss (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed for data and training (default: %(default)s)")
-    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
+    add_arguments(p, DemoConfig)
     p.set_defaults(func=cmd_demo)
 
 

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cxr14.errors import UserError
-from cxr14.loss import LOSSES
 
 #: Metadata keys that go to argparse; the range keys (min, max, gt, lt) are checked by `check_ranges`.
 _ARGPARSE_KEYS = ("choices", "metavar", "nargs", "const")
 EMA_DECAY = 0.9998
+LOSSES = ("focal", "bce", "asl")
 C = TypeVar("C")
 
 
@@ -233,3 +233,25 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = TrainConfig) -> N
         if rng:
             kwargs["help"] += f"; {rng}"
         parser.add_argument(f"--{f.name}", **kwargs)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """`cxr14 demo`'s knobs; the defaults are what the README's timing and AUROC figures were measured with."""
+
+    data_dir: Path = opt(Path("demo_data"), "phantom folder (made on the first run, reused after)")
+    output_dir: Path | None = opt(None, "run folder (default: runs/demo-TIMESTAMP)")
+    n_patients: int = opt(1200, "phantom patients (1-8 films each)", min=20)
+    phantom_size: int = opt(256, "phantom film size in px", min=64, max=2048)
+    image_size: int = opt(96, "training size in px", min=32, max=1024)
+    epochs: int = opt(12, "training epochs", min=1)
+    batch_size: int = opt(32, "images per step", min=1)
+    learning_rate: float = opt(2e-3, "AdamW learning rate", gt=0)
+    loss: str = opt("asl", "training loss", choices=LOSSES)
+    seed: int = opt(0, "seed for the phantoms and the training", min=0)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    bbox: bool = opt(True, "then score the heatmaps against the phantom boxes (cxr14 evaluate --bbox)")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)

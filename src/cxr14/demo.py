@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cxr14.config import TrainConfig
+from cxr14.config import DemoConfig, TrainConfig
 from cxr14.data import phantom
 from cxr14.data.loaders import prepare_cache
 from cxr14.train import train
@@ -22,25 +21,7 @@ from cxr14.train import train
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class DemoSettings:
-    """The demo's knobs; the defaults are what the README's timing and AUROC figures were measured with."""
-
-    data_dir: Path = Path("demo_data")
-    output_dir: Path | None = None
-    n_patients: int = 1200
-    phantom_size: int = 256
-    image_size: int = 96
-    epochs: int = 12
-    batch_size: int = 32
-    learning_rate: float = 2e-3
-    loss: str = "asl"
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-
-
-def demo_config(s: DemoSettings) -> TrainConfig:
+def demo_config(s: DemoConfig) -> TrainConfig:
     """The TrainConfig the demo trains with: everything else is `cxr14 train`'s default."""
     out = s.output_dir or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     return TrainConfig(
@@ -63,7 +44,7 @@ def demo_config(s: DemoSettings) -> TrainConfig:
     )
 
 
-def run_demo(s: DemoSettings) -> dict[str, Any]:
+def run_demo(s: DemoConfig) -> dict[str, Any]:
     """Make (or reuse) the phantom set, train on it, score on its test split, say where things are."""
     start = time.perf_counter()
     if phantom.is_complete(s.data_dir, s.n_patients, s.phantom_size, s.seed):

@@ -13,8 +13,9 @@ import torch.nn.functional as F
 from timm.loss import AsymmetricLossMultiLabel
 from torchvision.ops import sigmoid_focal_loss
 
+from cxr14.config import LOSSES
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-LOSSES = ("focal", "bce", "asl")
 
 
 def make_loss(name: str, alpha: float = 0.25, gamma: float = 2.0) -> LossFn:

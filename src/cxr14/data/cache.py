@@ -23,7 +23,6 @@ throw away hours of decoding for nothing. Pixel data is never hashed (too slow f
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -44,7 +43,7 @@ from tqdm import tqdm
 
 from cxr14.data.images import DECODE_ERRORS, RESIZE_FILTER, read_gray, resize_gray
 from cxr14.errors import UserError
-from cxr14.files import write_text
+from cxr14.files import exclusive, write_text
 
 log = logging.getLogger(__name__)
 
@@ -349,7 +348,7 @@ def _bad_image_error(path: str, error: str, directory: Path) -> UserError:
     )
 
 
-def _default_workers() -> int:
+def default_workers() -> int:
     try:
         return len(os.sched_getaffinity(0))  # the cores this process may use, not the machine's
     except AttributeError:
@@ -383,36 +382,21 @@ def prepare(
     if on_bad_image == "fail" and -1 in plan.nbytes:
         row = plan.nbytes.index(-1)
         raise _bad_image_error(plan.paths[row] or plan.names[row], "file not found", directory)
-    with _exclusive(directory):
+    busy = (
+        f"Another `cxr14 prepare` is building the cache in {directory} right now. Wait for it to finish (its "
+        f"result will be reused), or pass another --cache_dir."
+    )
+    with exclusive(directory / "lock", busy):
         complete = _resume_or_start(directory, plan, data_dir)
         todo = np.flatnonzero(np.load(directory / DONE_FILE) == 0)
         n_reused = len(plan.names) - _rows_in(todo, len(plan.names))
         if not complete:
-            _fill(directory, plan, todo, workers or _default_workers(), progress, on_bad_image)
+            _fill(directory, plan, todo, workers or default_workers(), progress, on_bad_image)
         ok = np.load(directory / OK_FILE)
         bad = tuple(plan.names[i] for i in np.flatnonzero(ok == 0))
         if not complete:
             _write_json_atomic(directory / MANIFEST_FILE, _manifest(plan, data_dir, complete=True, bad=bad))
     return CacheInfo(directory, size, len(plan.names), bad, n_reused)
-
-
-@contextlib.contextmanager
-def _exclusive(directory: Path) -> Iterator[None]:
-    """One build per cache folder at a time: two would overwrite each other's rows and manifest.
-    An flock is released by the OS if the process dies, so a crash never leaves a stale lock."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / "lock", "w") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise UserError(
-                f"Another `cxr14 prepare` is building the cache in {directory} right now. Wait for it to "
-                f"finish (its result will be reused), or pass another --cache_dir."
-            ) from exc
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _rows_in(chunks: np.ndarray, n: int) -> int:

@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr14.data.archives import archives_holding, describe_numbers
-from cxr14.data.cache import _default_workers
+from cxr14.data.cache import default_workers
 from cxr14.data.images import DECODE_ERRORS, check_data_dir, image_dirs, index_images, read_gray
 from cxr14.data.metadata import Metadata, find_csv, read_data_entry, read_split_list
 from cxr14.data.packaged import packaged_files, sha256_of
@@ -184,7 +184,7 @@ def _check_lists(report: FolderReport, meta: Metadata) -> None:
 
 def _check_pixels(report: FolderReport, paths: list[Path], deep: bool, workers: int | None, progress: bool) -> None:
     if deep:
-        for path, why in decode_all([str(p) for p in paths], workers or _default_workers(), progress):
+        for path, why in decode_all([str(p) for p in paths], workers or default_workers(), progress):
             report.unreadable.setdefault(os.path.relpath(path, report.data_dir), why)
         report.lines.append(f"  decoded {len(paths):,} PNG(s) named in the CSV")
     else:
