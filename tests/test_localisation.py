@@ -91,3 +91,18 @@ def test_summarize_per_finding_and_mean() -> None:
     assert table.loc["mean", "hit_rate"] == pytest.approx((1 + 2 / 3) / 2)  # over findings, not boxes
     assert table.loc["mean", "n_boxes"] == 4
     assert table.loc["Cardiomegaly", "hit_over_chance"] == pytest.approx(5.0)
+
+
+def test_score_boxes_scales_each_box_to_its_heatmap() -> None:
+    boxes = pd.DataFrame(
+        {"image": ["a.png", "b.png"], "finding": ["Mass", "Mass"], "x": [512.0, 0.0], "y": [0.0, 0.0],
+         "w": [512.0, 100.0], "h": [256.0, 100.0]}
+    )  # fmt: skip
+    maps = np.zeros((2, 8, 8))
+    maps[:, 1, 6] = 1.0  # both maps peak in the top-right quarter
+    scores = loc.score_boxes(boxes, maps, [(1024, 1024), (1000, 1000)])
+    assert scores["hit"].tolist() == [True, False]
+    assert scores["chance"].tolist() == pytest.approx([0.125, 0.01])
+    assert scores["iou"].iloc[0] == pytest.approx(1 / 8)  # the one hot pixel against 8 box pixels
+    with pytest.raises(ValueError, match="2 boxes, 1 heatmaps"):
+        loc.score_boxes(boxes, maps[:1], [(1024, 1024)])

@@ -1,10 +1,17 @@
-"""Class activation maps: where in the film the model looked for a finding (Grad-CAM, pytorch-grad-cam).
+"""Class activation maps: where in the film the model found a finding (HiResCAM, from pytorch-grad-cam).
 
-Grad-CAM (Selvaraju et al., 2017) weights a layer's feature maps by the gradient of one class's logit
-and keeps the positive part. The layer matters: it must be the last one with a spatial map whose
-gradients reach the logit. `target_layer` picks it for any timm model: the last stage of CNNs and
-Swin (timm's `feature_info`), and for ViTs the last block's first LayerNorm, because the class token
-is read after the final block, so the patch tokens of that block's output get no gradient at all.
+HiResCAM (Draelos & Carin, 2020) multiplies a layer's feature maps by the gradient of one class's logit
+element by element and sums over channels; Grad-CAM first averages the gradient over the map, which throws
+its spatial detail away. On the last stage, before global average pooling, the two agree; on earlier,
+finer stages only HiResCAM still says where. Measured on a convnext_atto trained on phantoms at 96 px
+(pointing game over 146 boxes, chance 4.6%): Grad-CAM 6-10% whatever the stage; HiResCAM 9% / 18% / 34%
+on the stride 32 / 16 / 8 stages.
+
+Which layer: the map must be fine enough to point at a lesion. A stride-32 stage of a 96 px input is
+3 x 3 cells; `target_layer` therefore takes the deepest stage of timm's `feature_info` whose map has at
+least MIN_CELLS cells across at the input size (the last stage from 256 px up for stride-32 models).
+ViTs keep one grid throughout; their layer is the last block's first LayerNorm, because the class token
+reads the patches inside that block, so the patch tokens of the block's output get no gradient at all.
 
 The model is lent, not borrowed: `heatmaps` leaves no hook on it and puts back train/eval mode,
 requires_grad and any .grad it found, so the same model serves plain inference right after.
@@ -24,25 +31,33 @@ from PIL import Image
 Reshape = Callable[[torch.Tensor], torch.Tensor]
 
 
-def target_layer(model: torch.nn.Module) -> tuple[torch.nn.Module, Reshape | None]:
-    """The layer Grad-CAM reads for this timm model, and how to turn its output into [B, C, h, w].
+#: The coarsest map worth reading: a stage is used only if its map has at least this many cells across.
+MIN_CELLS = 8
+
+
+def target_layer(model: torch.nn.Module, image_size: int | None = None) -> tuple[torch.nn.Module, Reshape | None]:
+    """The layer the CAM reads for this timm model, and how to turn its output into [B, C, h, w].
 
     - ViT family (has `blocks` and `num_prefix_tokens`): blocks[-1].norm1; tokens [B, N, C] lose
       their class/register prefix and are laid out on the patch grid.
-    - Models with timm's `feature_info` (ConvNeXt, EfficientNet, Swin, ResNet...): its last entry,
-      the deepest stage; Swin's stages put channels last (`output_fmt == "NHWC"`), so they are permuted.
+    - Models with timm's `feature_info` (ConvNeXt, EfficientNet, Swin, ResNet...): the deepest stage whose
+      map is at least MIN_CELLS cells across for `image_size` (the last stage when no size is given).
+      Swin's stages put channels last (`output_fmt == "NHWC"`), so they are permuted.
     - Anything else: the last Conv2d.
     """
     if hasattr(model, "blocks") and hasattr(model, "num_prefix_tokens"):
         return model.blocks[-1].norm1, _tokens_to_map(model)
     info = getattr(model, "feature_info", None)
     if info:
-        module = model.get_submodule(info[-1]["module"])
+        stage = len(info) - 1
+        while image_size is not None and stage > 0 and image_size // info[stage]["reduction"] < MIN_CELLS:
+            stage -= 1
+        module = model.get_submodule(info[stage]["module"])
         channels_last = getattr(model, "output_fmt", "NCHW") == "NHWC"
         return module, (_nhwc_to_nchw if channels_last else None)
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     if not convs:
-        raise ValueError(f"{type(model).__name__} has no layer with a spatial map for Grad-CAM")
+        raise ValueError(f"{type(model).__name__} has no layer with a spatial map for a CAM")
     return convs[-1], None
 
 
@@ -64,22 +79,22 @@ def _tokens_to_map(model: torch.nn.Module) -> Reshape:
 
 
 def heatmaps(model: torch.nn.Module, inputs: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
-    """Grad-CAM maps [B, S, S] float32 in [0, 1], one per image for the class given for that image.
+    """HiResCAM maps [B, S, S] float32 in [0, 1], one per image for the class given for that image.
 
     inputs: the normalised float batch the model eats ([B, C, S, S], on the model's device). Each map
     is upsampled (bilinear) to the input's size and scaled so its maximum is 1; a map with no positive
     evidence is all zeros. Computed in float32 with gradients on, whatever the caller's grad mode.
     """
-    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam import HiResCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     if inputs.ndim != 4 or len(classes) != inputs.shape[0]:
         raise ValueError(f"need inputs [B, C, S, S] and B classes; got {tuple(inputs.shape)} and {len(classes)}")
-    layer, reshape = target_layer(model)
+    layer, reshape = target_layer(model, inputs.shape[-1])
     x = inputs.detach().float().clone().requires_grad_(True)  # gradients flow from the input, not the weights
     targets = [ClassifierOutputTarget(int(c)) for c in classes]
     with _lent(model), torch.enable_grad():
-        cam = GradCAM(model, [layer], reshape_transform=reshape)
+        cam = HiResCAM(model, [layer], reshape_transform=reshape)
         try:  # not `with cam:` - its __exit__ swallows IndexError (e.g. a class out of range) with a print
             maps = cam(input_tensor=x, targets=targets)
         finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import io
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,25 @@ def _coverage(box: Box, rows: int, cols: int) -> np.ndarray:
         return np.clip(np.minimum(edges + 1, start + length) - np.maximum(edges, start), 0, 1)
 
     return np.outer(overlap(y, h, rows), overlap(x, w, cols))
+
+
+def score_boxes(
+    boxes: pd.DataFrame, maps: np.ndarray, image_wh: Sequence[tuple[int, int]], threshold: float = 0.5
+) -> pd.DataFrame:
+    """Score every box against its heatmap: one row per box (image, finding, hit, iou, chance).
+
+    boxes: `read_boxes` rows; maps[i]: the heatmap [S, S] of row i's image for row i's finding; image_wh[i]:
+    that image's (width, height) in pixels, the space the box is given in (`image_size` reads it).
+    """
+    if not len(boxes) == len(maps) == len(image_wh):
+        raise ValueError(f"{len(boxes)} boxes, {len(maps)} heatmaps and {len(image_wh)} image sizes")
+    rows = []
+    for box, heat, wh in zip(boxes.itertuples(index=False), maps, image_wh, strict=True):
+        heat_wh = (heat.shape[1], heat.shape[0])
+        scaled = scale_box((box.x, box.y, box.w, box.h), wh, heat_wh)
+        hit, iou = score(heat, scaled, threshold)
+        rows.append((box.image, box.finding, hit, iou, chance(scaled, heat_wh)))
+    return pd.DataFrame(rows, columns=["image", "finding", "hit", "iou", "chance"])
 
 
 def summarize(scores: pd.DataFrame) -> pd.DataFrame:
