@@ -78,6 +78,17 @@ def test_jpeg(tmp_path: Path) -> None:
     assert got.shape == smooth.shape and np.abs(got.astype(int) - smooth).max() <= 6
 
 
+def test_jpeg_exif_orientation_is_applied(tmp_path: Path) -> None:
+    """A phone photo of a film stores its pixels sideways and the rotation in EXIF (tag 274)."""
+    exif = Image.Exif()
+    exif[274] = 6  # "rotate 90 degrees clockwise to display"
+    path = tmp_path / "photo.jpg"
+    Image.fromarray(GRAY).save(path, exif=exif, quality=95)
+    got = read_film(path)
+    assert got.shape == (GRAY.shape[1], GRAY.shape[0])
+    assert np.abs(got.astype(int) - np.rot90(GRAY, k=-1)).mean() < 12  # JPEG noise on random pixels
+
+
 def test_bad_pictures_get_one_line(tmp_path: Path) -> None:
     good = png_bytes(Image.fromarray(GRAY))
     assert "empty file" in refused(b"", "empty")

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from cxr14.data.dicom import one_line, read_dicom
 from cxr14.data.images import gray8
@@ -39,7 +39,8 @@ def is_dicom(head: bytes) -> bool:
 def read_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode one film to a uint8 (H, W) gray array, or raise FilmError with a one-line reason.
 
-    PNG (any mode: RGBA, palette, 16-bit scaled from its min..max), JPEG, or DICOM. DICOM is recognised by
+    PNG (any mode: RGBA, palette, 16-bit scaled from its min..max) or JPEG, turned upright by its EXIF
+    orientation, or DICOM. DICOM is recognised by
     its 'DICM' marker whatever the name, or by a .dcm/.dicom suffix for files without the marker; it is
     decoded by `dicom.read_dicom` (modality and VOI LUT or window, MONOCHROME1 inverted, first frame of a
     multi-frame object, colour to gray, 8 bits). Films over `max_pixels` are refused before decoding.
@@ -86,7 +87,8 @@ def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray
             )
         try:
             img.load()
-            gray = gray8(img)
+            upright = ImageOps.exif_transpose(img)  # phone photos of a film carry their rotation in EXIF
+            gray = gray8(upright)
         except Exception as exc:  # truncated data, a bad CRC, a broken zlib stream, an odd mode...
             raise FilmError(f"truncated or damaged {img.format} file ({one_line(exc)})") from exc
         return np.array(gray, dtype=np.uint8)
