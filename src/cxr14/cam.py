@@ -81,6 +81,7 @@ def _tokens_to_map(model: torch.nn.Module) -> Reshape:
 def heatmaps(model: torch.nn.Module, inputs: torch.Tensor, classes: Sequence[int]) -> np.ndarray:
     """HiResCAM maps [B, S, S] float32 in [0, 1], one per image for the class given for that image.
 
+    model: the bare model (`checkpoint.unwrap` a DDP or compiled one: hooks go on its layers).
     inputs: the normalised float batch the model eats ([B, C, S, S], on the model's device). Each map
     is upsampled (bilinear) to the input's size and scaled so its maximum is 1; a map with no positive
     evidence is all zeros. Computed in float32 with gradients on, whatever the caller's grad mode.

@@ -2,6 +2,8 @@
 
 NIH ships 8-bit grayscale PNGs, but 519 of them are RGBA; every image is read as 8-bit
 grayscale ("L") whatever its mode, so the model never sees a 4-channel or 16-bit surprise.
+Films from users (PNG, JPEG, DICOM, with checks and one-line reasons) go through `films.read_film`,
+which shares `gray8` and `stretch8` with this module.
 """
 
 from __future__ import annotations
