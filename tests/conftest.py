@@ -66,3 +66,44 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subpro
     return subprocess.run(
         [sys.executable, *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+#: The shared trained-phantom model: convnext_atto from scratch on a small phantom set. Sized so that its
+#: heatmaps point at the drawn signs (test_cam) while the whole fixture stays a fraction of a minute or two.
+PHANTOM_RUN = {"n_patients": 300, "phantom_size": 64, "image_size": 64, "epochs": 6}
+
+
+@pytest.fixture(scope="session")
+def phantom_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(run folder holding best_model.pth, phantom data folder with BBox_List_2017.csv), made once a session.
+
+    For the tests of everything that needs a model that has learnt something: CAM, evaluate --bbox,
+    predict, serve, export. Read it, never write into it (other tests share it).
+    """
+    from cxr14.config import TrainConfig
+    from cxr14.data import phantom
+    from cxr14.train import train
+
+    root = tmp_path_factory.mktemp("phantom_run")
+    s = PHANTOM_RUN
+    data = root / "data"
+    phantom.write_dataset(data, n_patients=s["n_patients"], size=s["phantom_size"], seed=0, workers=2, progress=False)
+    cfg = TrainConfig(
+        data_dir=data,
+        output_dir=root / "run",
+        model="convnext_atto",
+        image_size=s["image_size"],
+        batch_size=32,
+        num_workers=0,
+        max_train_samples=0,
+        max_test_samples=0,
+        num_epochs=s["epochs"],
+        learning_rate=2e-3,
+        weight_decay=0.05,
+        loss="asl",
+        patience=s["epochs"],
+        device="cpu",
+        progress=False,
+    )
+    train(cfg)
+    return root / "run", data

@@ -1,10 +1,21 @@
-"""The exceptions that the CLI turns into a short message and an exit status instead of a traceback."""
+"""The project's exception types: UserError and Stopped end a command with a message and an exit status
+instead of a traceback; FilmError names why one image cannot be read."""
 
 
 class UserError(Exception):
     """Something the user can fix: a missing file, a bad argument, no network.
 
     The message is a full paragraph: what went wrong, which file, and what to do about it.
+    The CLI prints it instead of a traceback and exits 2.
+    """
+
+
+class FilmError(ValueError):
+    """One image that cannot be read as a film: empty, not an image, too large, truncated, no pixels.
+
+    The message is ONE line, short enough for a web page to show as the reason for a 4xx, and names the
+    fix where there is one. A ValueError, so code that already counts DECODE_ERRORS as skips counts these.
+    Callers add the file name (the reader may only have bytes).
     """
 
 

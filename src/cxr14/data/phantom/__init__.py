@@ -15,8 +15,9 @@ changes only that finding's sign: the tests rely on it, and so does the preview 
 """
 
 from cxr14.data.phantom.cohort import Cohort, sample_cohort
-from cxr14.data.phantom.render import render
+from cxr14.data.phantom.render import render, render_with_boxes
 from cxr14.data.phantom.writer import (
+    BBOX_LIST,
     CSV_HEADER,
     CSV_NAME,
     FORMAT_VERSION,
@@ -30,6 +31,7 @@ from cxr14.data.phantom.writer import (
 )
 
 __all__ = [
+    "BBOX_LIST",
     "CSV_HEADER",
     "CSV_NAME",
     "FORMAT_VERSION",
@@ -39,6 +41,7 @@ __all__ = [
     "Cohort",
     "is_complete",
     "render",
+    "render_with_boxes",
     "sample_cohort",
     "summarize",
     "write_dataset",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import numpy as np
 from PIL import Image
 
@@ -22,6 +24,7 @@ from cxr14.data.phantom.anatomy import (
     _sample_film,
     _vessels,
 )
+from cxr14.data.phantom.boxes import Box, sign_box
 from cxr14.data.phantom.signs import _SIGNS
 from cxr14.labels import NUM_CLASSES
 
@@ -38,6 +41,17 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     each finding draw from their own streams split off `rng`: toggling one finding changes only its
     sign, which is what makes each sign testable and the preview sheet comparable.
     """
+    return render_with_boxes(findings, size, rng, ())[0]
+
+
+def render_with_boxes(
+    findings: np.ndarray, size: int, rng: np.random.Generator, boxed: Collection[int]
+) -> tuple[np.ndarray, dict[int, Box]]:
+    """`render`, plus the box (x, y, w, h in pixels) of each positive finding listed in `boxed`.
+
+    The image is the same as `render`'s with the same rng (boxes draw no random numbers); a finding whose
+    sign falls off the image gets no box. See `boxes` for what a box covers.
+    """
     findings = np.asarray(findings)
     if findings.shape != (NUM_CLASSES,):
         raise ValueError(f"findings must have shape ({NUM_CLASSES},), got {findings.shape}")
@@ -45,18 +59,19 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator) -> np.ndar
     an = _sample_anatomy(np.random.default_rng(seeds[0]))
     film_rng = np.random.default_rng(seeds[1])
     film = _sample_film(film_rng)
-    draws: list[_Draw] = []
+    draws: list[tuple[int, _Draw]] = []
     for i in np.flatnonzero(findings):
         an, draw = _SIGNS[i](an, np.random.default_rng(seeds[2 + i]))
-        draws.append(draw)
+        draws.append((int(i), draw))
     g = _make_grid(size, film.angle, film.scale, film.shift)
     lungs = _lungs(g, an)
     zeros = np.zeros_like(lungs)
     layers = _Layers(lungs, zeros.copy(), zeros.copy(), zeros.copy(), np.ones_like(lungs))
-    for draw in draws:
+    for _, draw in draws:
         draw(g, an, layers)
     density = _compose(g, an, layers)
-    return _expose(g, density, film, film_rng)
+    boxes = {i: sign_box(i, draw, g, an, lungs) for i, draw in draws if i in boxed}
+    return _expose(g, density, film, film_rng), {i: box for i, box in boxes.items() if box is not None}
 
 
 def _compose(g: _Grid, an: _Anatomy, L: _Layers) -> np.ndarray:

@@ -12,17 +12,23 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from cxr14.data.bbox import BBOX_NAME, BOXED, format_boxes
 from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
-from cxr14.data.phantom.render import render
+from cxr14.data.phantom.render import render_with_boxes
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.labels import LABELS, NO_FINDING, NUM_CLASSES
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: BBox_List_2017.csv added (images unchanged)
 MANIFEST = "phantom.json"
 CSV_NAME = "Data_Entry_2017.csv"
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
+BBOX_LIST = BBOX_NAME
+#: Share of the test images with a boxed finding that get boxes (NIH boxed 880 of its 25,596 test images;
+#: phantoms box more, so that a small set still scores every finding).
+BOX_FRACTION = 0.25
+_BOXED_INDEX = tuple(LABELS.index(name) for name in BOXED)
 #: The real 2017 header, byte for byte (the trailing comma makes pandas add an `Unnamed: 11` column).
 CSV_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -56,22 +62,25 @@ def is_complete(out: Path, n_patients: int, size: int, seed: int) -> bool:
     manifest = _read_manifest(Path(out))
     if manifest is None or not manifest.get("complete") or manifest.get("params") != _params(n_patients, size, seed):
         return False
-    return all((Path(out) / name).is_file() for name in (CSV_NAME, TRAIN_VAL_LIST, TEST_LIST))
+    return all((Path(out) / name).is_file() for name in (CSV_NAME, TRAIN_VAL_LIST, TEST_LIST, BBOX_LIST))
 
 
-def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool]) -> None:
-    """Render and save one image (a top-level function, so worker processes can run it).
+def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool, tuple[int, ...]]) -> dict[int, tuple]:
+    """Render and save one image; return the boxes of its findings listed in the task (a top-level
+    function, so worker processes can run it).
 
     Its random stream depends only on (seed, image index), so the files are the same whatever the
     number of workers or the order they run in.
     """
-    path, index, findings, size, seed, rgba = task
+    path, index, findings, size, seed, rgba, boxed = task
     rng = np.random.default_rng(np.random.SeedSequence([_IMAGE_STREAM, seed, index]))
-    img = Image.fromarray(render(findings, size, rng), mode="L")
+    pixels, boxes = render_with_boxes(findings, size, rng, boxed)
+    img = Image.fromarray(pixels, mode="L")
     if rgba:  # NIH ships 519 RGBA images; a loader must cope, so the phantoms have a few too
         img = img.convert("RGBA")
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
+    return boxes
 
 
 def _rgba_indices(n_images: int, seed: int) -> set[int]:
@@ -83,19 +92,33 @@ def _rgba_indices(n_images: int, seed: int) -> set[int]:
     return {int(i) for i in r.choice(n_images, size=k, replace=False)}
 
 
-def _run(tasks: list, workers: int, progress: bool) -> None:
-    """Render on all cores (spawned workers: safe even when the caller has threads, e.g. torch)."""
+def _boxed_images(cohort: Cohort, seed: int) -> dict[int, tuple[int, ...]]:
+    """Image index -> the boxed findings it carries, for BOX_FRACTION of the test images that have any."""
+    r = np.random.default_rng(np.random.SeedSequence([_META_STREAM, seed, 2]))
+    candidates = np.flatnonzero(cohort.is_test & (cohort.labels[:, list(_BOXED_INDEX)].sum(1) > 0))
+    chosen = candidates[r.random(len(candidates)) < BOX_FRACTION]
+    return {int(i): tuple(j for j in _BOXED_INDEX if cohort.labels[i, j]) for i in chosen}
+
+
+def _run(tasks: list, workers: int, progress: bool) -> list[dict[int, tuple]]:
+    """Render on all cores (spawned workers: safe even when the caller has threads, e.g. torch).
+
+    Returns each task's boxes, in task order.
+    """
     bar = tqdm(total=len(tasks), desc="phantoms", unit="img", disable=not progress)
+    out = []
     with bar:
         if workers <= 1:
             for task in tasks:
-                _render_file(task)
+                out.append(_render_file(task))
                 bar.update()
-            return
+            return out
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-            for _ in pool.map(_render_file, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
+            for boxes in pool.map(_render_file, tasks, chunksize=max(1, min(32, len(tasks) // (4 * workers)))):
+                out.append(boxes)
                 bar.update()
+    return out
 
 
 def summarize(cohort: Cohort) -> dict:
@@ -133,7 +156,8 @@ def write_dataset(
     workers: int | None = None,
     progress: bool = True,
 ) -> dict:
-    """Write a phantom NIH folder: Data_Entry_2017.csv, images/*.png, both split lists, phantom.json.
+    """Write a phantom NIH folder: Data_Entry_2017.csv, images/*.png, both split lists, BBox_List_2017.csv
+    (boxes around the drawn signs of a sample of test images, in NIH's format), phantom.json.
 
     Returns a summary (image/patient counts, per-label positives per split, n_rgba, params). Reuses a
     finished folder made with the same parameters (returns at once). Otherwise it (re)writes only the
@@ -149,14 +173,21 @@ def write_dataset(
     (out / "images").mkdir(exist_ok=True)
     cohort = sample_cohort(n_patients, seed)
     rgba = _rgba_indices(len(cohort.names), seed)
-    tasks = [(out / "images" / name, i, cohort.labels[i], size, seed, i in rgba) for i, name in enumerate(cohort.names)]
-    _run(tasks, workers or os.cpu_count() or 1, progress)
+    boxed = _boxed_images(cohort, seed)
+    tasks = [
+        (out / "images" / name, i, cohort.labels[i], size, seed, i in rgba, boxed.get(i, ()))
+        for i, name in enumerate(cohort.names)
+    ]
+    boxes = _run(tasks, workers or os.cpu_count() or 1, progress)
     write_text(out / CSV_NAME, "".join(line + "\r\n" for line in [CSV_HEADER, *cohort.rows]))
+    rows = [(cohort.names[i], LABELS[j], *boxes[i][j]) for i in sorted(boxed) for j in boxed[i] if j in boxes[i]]
+    write_text(out / BBOX_LIST, format_boxes(rows))
     test = cohort.is_test
     names = np.array(cohort.names)
     write_text(out / TRAIN_VAL_LIST, "\n".join(sorted(names[~test])))
     write_text(out / TEST_LIST, "\n".join(sorted(names[test])))
-    summary = {**summarize(cohort), "n_rgba": len(rgba), "params": _params(n_patients, size, seed)}
+    params = _params(n_patients, size, seed)
+    summary = {**summarize(cohort), "n_rgba": len(rgba), "n_boxes": len(rows), "params": params}
     manifest = {"params": _params(n_patients, size, seed), "complete": True, "n_images": len(names), "summary": summary}
     write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return summary
@@ -166,7 +197,7 @@ def write_preview(path: Path, size: int = 256, seed: int = 0) -> None:
     """A labelled contact sheet PNG: a normal phantom, then one per finding (only that finding).
 
     All 15 panels share one patient's anatomy and film (the same seed), so each panel differs from the
-    normal one by its sign alone.
+    normal one by its sign alone. The 8 findings NIH boxed show their box (what BBox_List_2017.csv holds).
     """
     cols, rows = 5, 3
     cap = max(14, size // 10)
@@ -178,7 +209,11 @@ def write_preview(path: Path, size: int = 256, seed: int = 0) -> None:
         if j:
             findings[j - 1] = 1
         x, y = (j % cols) * size, (j // cols) * (size + cap)
-        sheet.paste(Image.fromarray(render(findings, size, np.random.default_rng(seed)), mode="L"), (x, y))
+        boxed = {j - 1} & set(_BOXED_INDEX)
+        pixels, boxes = render_with_boxes(findings, size, np.random.default_rng(seed), boxed)
+        sheet.paste(Image.fromarray(pixels, mode="L"), (x, y))
+        for bx, by, bw, bh in boxes.values():
+            draw.rectangle((x + bx - 1, y + by - 1, x + bx + bw, y + by + bh), outline=255)
         draw.text((x + size / 2, y + size + cap / 2), title, fill=255, font=font, anchor="mm")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")

@@ -1,0 +1,173 @@
+"""New films for `predict` and the web page: PNG, JPEG or DICOM, from a path or uploaded bytes.
+
+Training reads NIH's PNGs with `images.read_gray`; a film from a user can be anything, so this reader
+decides by content, refuses what it cannot read with one short line (FilmError) instead of a traceback,
+and guards against decompression bombs before decoding: a 40-byte PNG can claim 10^10 pixels.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from cxr14.data.dicom import one_line, read_dicom
+from cxr14.data.images import gray8
+from cxr14.errors import FilmError, UserError
+
+#: Largest film accepted, in pixels per frame. Chest detectors reach ~6,000^2 (36 MP); 8192^2 leaves room
+#: and stays under PIL's own bomb warning (89 MP), so the limit is ours and says so in its message.
+MAX_PIXELS = 8192 * 8192
+#: Suffixes listed from folders. Other files in a folder are listed only if they carry DICOM's marker
+#: (PACS exports often name files by UID, "1.2.840.113619.2.55.3", or "IM0001", with no .dcm).
+FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+_PIL_FORMATS = ("PNG", "JPEG")
+_MAGIC_AT, _MAGIC = 128, b"DICM"
+_HEAD = 132
+
+
+def is_dicom(head: bytes) -> bool:
+    """True when the bytes carry the DICOM file marker: 'DICM' after the 128-byte preamble."""
+    return head[_MAGIC_AT : _MAGIC_AT + 4] == _MAGIC
+
+
+def read_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode one film to a uint8 (H, W) gray array, or raise FilmError with a one-line reason.
+
+    PNG (any mode: RGBA, palette, 16-bit scaled from its min..max) or JPEG, turned upright by its EXIF
+    orientation, or DICOM. DICOM is recognised by
+    its 'DICM' marker whatever the name, or by a .dcm/.dicom suffix for files without the marker; it is
+    decoded by `dicom.read_dicom` (modality and VOI LUT or window, MONOCHROME1 inverted, first frame of a
+    multi-frame object, colour to gray, 8 bits). Films over `max_pixels` are refused before decoding.
+    """
+    if isinstance(source, bytes):
+        head, name = source[:_HEAD], None
+        if not source:
+            raise FilmError("empty file (0 bytes)")
+    else:
+        name = Path(source)
+        head = _head(name)
+    if is_dicom(head) or (name is not None and name.suffix.lower() in DICOM_SUFFIXES):
+        return read_dicom(io.BytesIO(source) if name is None else name, max_pixels, has_magic=is_dicom(head))
+    return _read_pil(io.BytesIO(source) if name is None else name, head, max_pixels)
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            head = f.read(_HEAD)
+    except IsADirectoryError as exc:
+        raise FilmError("a folder, not an image file") from exc
+    except OSError as exc:
+        raise FilmError(f"cannot open the file ({exc.strerror or one_line(exc)})") from exc
+    if not head:
+        raise FilmError("empty file (0 bytes)")
+    return head
+
+
+def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray:
+    """PNG or JPEG through PIL: header first (size check), then the full decode (truncation shows here)."""
+    try:
+        img = Image.open(fp, formats=_PIL_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise FilmError(f"image too large to decode safely ({one_line(exc)})") from exc
+    except Exception as exc:  # UnidentifiedImageError, or a header so damaged PIL trips over it
+        raise FilmError(f"not a PNG, JPEG or DICOM image: {looks_like(head)}") from exc
+    with img:
+        w, h = img.size
+        if w * h > max_pixels:
+            raise FilmError(
+                f"{img.format} of {w} x {h} pixels is over the {max_pixels / 1e6:.0f} MP limit "
+                f"(a decompression bomb guard); no chest film is that large"
+            )
+        try:
+            img.load()
+            upright = ImageOps.exif_transpose(img)  # phone photos of a film carry their rotation in EXIF
+            gray = gray8(upright)
+        except Exception as exc:  # truncated data, a bad CRC, a broken zlib stream, an odd mode...
+            raise FilmError(f"truncated or damaged {img.format} file ({one_line(exc)})") from exc
+        return np.array(gray, dtype=np.uint8)
+
+
+#: (offset, magic, what it is) for the files people upload by mistake.
+_SIGNATURES = (
+    (0, b"%PDF", "a PDF document"),
+    (0, b"PK\x03\x04", "a ZIP archive (or a Word/Excel file)"),
+    (0, b"\x1f\x8b", "a gzip archive"),
+    (0, b"GIF8", "a GIF image (save it as PNG)"),
+    (0, b"II*\x00", "a TIFF image (save it as PNG)"),
+    (0, b"MM\x00*", "a TIFF image (save it as PNG)"),
+    (0, b"BM", "a BMP image (save it as PNG)"),
+    (8, b"WEBP", "a WebP image (save it as PNG)"),
+    (4, b"ftypheic", "an HEIC photo (save it as JPEG or PNG)"),
+    (4, b"ftypavif", "an AVIF image (save it as PNG)"),
+    (0, b"\x93NUMPY", "a NumPy array file"),
+    (0, b"\x89HDF", "an HDF5 file"),
+)
+
+
+def looks_like(head: bytes) -> str:
+    """A few words on what the first bytes of a file that is not a film look like."""
+    for offset, magic, what in _SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return f"it looks like {what}"
+    if head.startswith(b"\x89PNG"):
+        return "it starts like a PNG but its header is damaged"
+    if head.startswith(b"\xff\xd8"):
+        return "it starts like a JPEG but its header is damaged"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html")):
+        return "it looks like a web page (HTML)"
+    if text.startswith((b"<?xml", b"<svg")):
+        return "it looks like XML or SVG"
+    decoded = head.decode("utf-8", "replace")  # the cut at 132 bytes may split one character
+    if decoded.count("\ufffd") <= 1 and all(c.isprintable() or c.isspace() for c in decoded):
+        return "it looks like text"
+    return "unrecognised binary data"
+
+
+def list_films(paths: Iterable[Path | str]) -> list[Path]:
+    """The films to read for `predict PATH...`: files as given, folders searched recursively.
+
+    A file named on the command line is always listed (the reader decides and says why it cannot).
+    In a folder: files with a FILM_SUFFIXES suffix (any case), plus any other file whose first bytes
+    carry the DICOM marker; hidden files and DICOMDIR indexes are left out. Each folder's films come
+    sorted by path, arguments in the order given, each path once. A path that does not exist is a
+    UserError (a typo should not yield an empty, successful run).
+    """
+    found: dict[Path, None] = {}
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.update(dict.fromkeys(_walk(path)))
+        elif path.exists():
+            found[path] = None
+        else:
+            raise UserError(f"{path} does not exist. Pass image files (PNG, JPEG, DICOM) or folders of them.")
+    return list(found)
+
+
+def _walk(folder: Path) -> list[Path]:
+    films = []
+    for root, dirs, files in os.walk(folder):  # does not follow symlinked folders: no loops
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in files:
+            if name.startswith(".") or name.upper() == "DICOMDIR":
+                continue
+            path = Path(root, name)
+            if path.suffix.lower() in FILM_SUFFIXES or _has_dicom_marker(path):
+                films.append(path)
+    return sorted(films)
+
+
+def _has_dicom_marker(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return is_dicom(f.read(_HEAD))
+    except OSError:
+        return False
