@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr14 import __version__
-from cxr14.config import DemoConfig, EvaluateConfig, TrainConfig, add_arguments, from_args
+from cxr14.config import DemoConfig, EvaluateConfig, PredictConfig, TrainConfig, add_arguments, from_args
 from cxr14.errors import Stopped, UserError
 
 Command = Callable[[argparse.Namespace], object]
@@ -69,6 +69,25 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p, EvaluateConfig)
     p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from cxr14.predict import run_predict
+
+    run_predict(from_args(PredictConfig, args))
+
+
+def add_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="score new films (PNG, JPEG, DICOM) with a checkpoint: one row of 14 probabilities per film",
+        description="Read PNG, JPEG and DICOM films (files, or folders searched recursively), score them with a "
+        "trained model and print one CSV row per film (or JSON lines with --json): the 14 probabilities, "
+        "calibrated with the temperatures fitted on validation, and the findings at or above the thresholds "
+        "chosen there. Unreadable files are skipped and named. --cam writes heatmap overlays.",
+    )
+    add_arguments(p, PredictConfig)
+    p.set_defaults(func=cmd_predict)
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -226,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_train(sub)
     add_evaluate(sub)
+    add_predict(sub)
     add_download(sub)
     add_prepare(sub)
     add_phantom(sub)
