@@ -138,7 +138,7 @@ def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.nd
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["image", "patient", *LABELS, *(f"true_{name}" for name in LABELS)])
     for name, patient, p, t in zip(split.names, split.patients, probs, split.labels, strict=True):
-        writer.writerow([name, int(patient), *(f"{v:.6f}" for v in p), *(int(v) for v in t)])
+        writer.writerow([name, int(patient), *(repr(float(v)) for v in p), *(int(v) for v in t)])
     write_text(out / f"{split.name}_predictions.csv", buf.getvalue())
     write_report(out)
 
@@ -173,6 +173,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     out = cfg.out or default_out(cfg)
     if (out / "metrics.json").exists():
         raise UserError(f"{out} already holds an evaluation (metrics.json); pass another --out.")
+    if cfg.bbox:
+        from cxr14.evaluate_boxes import find_boxes
+
+        find_boxes(cfg.data_dir)  # before minutes of scoring, not after
     model = load_model(cfg.checkpoint, cfg.device)
     train_cfg = data_config_for(cfg, model.card["config"])
     if cfg.split == "val" and cfg.max_samples:
@@ -182,6 +186,10 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     google = find_google_labels(cfg.data_dir) if cfg.split == "test" else None
     scoring = Scoring(cfg.n_resamples, cfg.seed)
     metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google)
+    if cfg.bbox:
+        from cxr14.evaluate_boxes import localise
+
+        metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out)
     write_outputs(out, metrics, split, model.probabilities(logits), model.card)
     log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
     return metrics

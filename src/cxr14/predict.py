@@ -166,6 +166,8 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
     pred = predict(model.classifier, loader, desc="predict", progress=cfg.progress)
     for i, why in pred.bad:
         log.warning("skipped %s: %s", paths[i], why)
+    if len(pred.index) == 0:
+        raise UserError(f"None of the {len(paths)} file(s) could be read as a film; the reasons are above.")
     table = rows(model, [str(paths[i]) for i in pred.index], pred.logits)
     text = format_json(table) if cfg.json else format_csv(table)
     if cfg.out is not None:
@@ -180,6 +182,4 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
         log.info("heatmap overlays of each film's top %d finding(s) in %s", cfg.cam_top, cfg.cam)
     skipped = f"; {pred.n_bad} unreadable file(s) skipped (named above)" if pred.n_bad else ""
     log.info("%d film(s) scored%s", len(table), skipped)
-    if not table:
-        raise UserError(f"None of the {len(paths)} file(s) could be read as a film; the reasons are above.")
     return table
