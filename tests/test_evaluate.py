@@ -60,6 +60,13 @@ def test_points_equal_sklearn_and_intervals_hold_them(test_eval: Path, phantom_r
     assert "<h2" in (test_eval / "report.html").read_text()
 
 
+def test_report_command_rebuilds_the_page(test_eval: Path, tmp_path: Path, capsys) -> None:
+    page = test_eval / "report.html"
+    page.unlink()
+    assert main(["report", str(test_eval)]) == 0 and "Localisation" in page.read_text()
+    assert main(["report", str(tmp_path)]) == 2 and "holds no metrics.json" in capsys.readouterr().err
+
+
 def test_thresholds_come_from_validation(phantom_run: tuple[Path, Path], tmp_path: Path, capsys) -> None:
     run, data = phantom_run
     stored = torch.load(run / "best_model.pth", weights_only=True)["calibration"]

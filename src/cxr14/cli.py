@@ -90,6 +90,25 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from cxr14.report import write_report
+
+    write_report(args.folder, args.history)  # it logs where
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="(re)build report.html from an evaluation or training run folder",
+        description="Build the self-contained report.html of a folder written by `cxr14 evaluate` or `cxr14 train` "
+        "(metrics.json, the predictions CSV, and the training history metrics.csv), e.g. after editing or copying "
+        "it. Evaluate and train write it themselves.",
+    )
+    p.add_argument("folder", type=Path, help="the folder holding metrics.json")
+    p.add_argument("--history", type=Path, default=None, help="the run's metrics.csv if not found beside it")
+    p.set_defaults(func=cmd_report)
+
+
 def cmd_phantom(args: argparse.Namespace) -> None:
     from cxr14.data import phantom
 
@@ -246,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train(sub)
     add_evaluate(sub)
     add_predict(sub)
+    add_report(sub)
     add_download(sub)
     add_prepare(sub)
     add_phantom(sub)

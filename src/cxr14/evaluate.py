@@ -25,6 +25,7 @@ from cxr14.bootstrap import format_intervals, patient_bootstrap
 from cxr14.calibration import apply_temperature, expected_calibration_error, reliability_bins
 from cxr14.config import EvaluateConfig, TrainConfig
 from cxr14.data.loaders import build_datasets
+from cxr14.data.metadata import find_in
 from cxr14.data.splits import Split, describe_lists
 from cxr14.engine import predict
 from cxr14.errors import UserError
@@ -116,11 +117,11 @@ def score(
 
 def find_google_labels(data_dir: Path) -> Any:
     """Google's adjudicated labels when they sit in the data folder (plain or gzipped), else None."""
-    for candidate in (data_dir / GOOGLE_FILE, data_dir / f"{GOOGLE_FILE}.gz"):
-        if candidate.is_file():
-            log.info("scoring against radiologists' reads in %s", candidate)
-            return read_google_labels(candidate)
-    return None
+    found = find_in(data_dir, GOOGLE_FILE)
+    if found is None:
+        return None
+    log.info("scoring against radiologists' reads in %s", found)
+    return read_google_labels(found)
 
 
 def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.ndarray, card: dict[str, Any]) -> None:

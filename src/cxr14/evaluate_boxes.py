@@ -20,6 +20,7 @@ from cxr14 import cam
 from cxr14.data.bbox import BBOX_NAME
 from cxr14.data.images import index_images, read_gray
 from cxr14.data.loaders import SplitData
+from cxr14.data.metadata import find_in
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.inference import LoadedModel
@@ -35,9 +36,9 @@ CAM_BATCH = 16
 
 def find_boxes(data_dir: Path) -> Path:
     """BBox_List_2017.csv (or .gz) in the data folder, or a UserError saying where it should be."""
-    for candidate in (data_dir / BBOX_NAME, data_dir / f"{BBOX_NAME}.gz"):
-        if candidate.is_file():
-            return candidate
+    found = find_in(data_dir, BBOX_NAME)
+    if found is not None:
+        return found
     raise UserError(
         f"--bbox needs NIH's box list {BBOX_NAME} in {data_dir} (984 radiologist boxes on test images). "
         f"`cxr14 download --data_dir {data_dir}` writes it (no network needed); phantom sets have their own."

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from cxr14.data.archives import archives_holding, describe_numbers
 from cxr14.data.cache import default_workers
 from cxr14.data.images import DECODE_ERRORS, check_data_dir, image_dirs, index_images, read_gray
-from cxr14.data.metadata import Metadata, find_csv, read_data_entry, read_split_list
+from cxr14.data.metadata import Metadata, find_csv, find_in, read_data_entry, read_split_list
 from cxr14.data.packaged import packaged_files, sha256_of
 from cxr14.data.splits import LIST_FILES, make_splits
 from cxr14.errors import UserError
@@ -80,8 +80,7 @@ def inspect_folder(data_dir: Path, deep: bool, workers: int | None, progress: bo
 
 def _metadata_lines(report: FolderReport) -> None:
     for entry in packaged_files():
-        path = next((p for p in (report.data_dir / entry.name, report.data_dir / f"{entry.name}.gz") if p.is_file()),
-                    None)  # fmt: skip
+        path = find_in(report.data_dir, entry.name)
         if path is None:
             state = "missing"
         else:

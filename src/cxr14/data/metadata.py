@@ -46,12 +46,20 @@ class Metadata:
         return len(self.names)
 
 
+def find_in(data_dir: Path, name: str) -> Path | None:
+    """`data_dir/name`, or its gzipped copy `name.gz`, whichever exists (NIH files come both ways)."""
+    for candidate in (data_dir / name, data_dir / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def find_csv(data_dir: Path) -> Path:
     """The metadata CSV in `data_dir` (the 2020 revision preferred; `.gz` accepted)."""
     for name in CSV_NAMES:
-        for candidate in (data_dir / name, data_dir / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
+        found = find_in(data_dir, name)
+        if found is not None:
+            return found
     raise UserError(
         f"No metadata CSV in {data_dir}: expected one of {', '.join(CSV_NAMES)} (as downloaded from NIH or "
         f"Kaggle), or pass its path with --csv."
