@@ -36,8 +36,9 @@ def browser_settings() -> ModuleType:
 class Visit:
     """What the browser saw at each viewport (width, height), after the film was scored and its heatmap shown."""
 
-    order: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # findings as listed, top first
+    order: dict[tuple[int, int], list[str]] = field(default_factory=dict)  # findings (or API paths) as listed
     heatmap_of: dict[tuple[int, int], str] = field(default_factory=dict)  # the finding whose heatmap is shown
+    picture: dict[tuple[int, int], str] = field(default_factory=dict)  # the film's src: blob (as sent) or data
     keyboard_heatmap: str | None = None  # the heatmap shown after Tab to the 2nd finding and Enter
     screenshots: dict[tuple[int, int], bytes] = field(default_factory=dict)
     scroll_width: dict[tuple[int, int], int] = field(default_factory=dict)
@@ -45,8 +46,9 @@ class Visit:
     elsewhere: list[str] = field(default_factory=list)  # requests to anything but the server
 
 
-def drive_page(url: str, film: Path, viewports: list[tuple[int, int]], full_page: bool = False) -> Visit:
-    """Open the page at `url` per viewport, choose `film` in the file input, wait for findings and heatmap."""
+def drive_page(url: str, films: list[Path], viewports: list[tuple[int, int]], full_page: bool = False) -> Visit:
+    """Open the page at `url` at each viewport, choose that viewport's film (films[i] at viewports[i]) in the
+    file input, and wait for the findings list and the first heatmap."""
     from playwright.sync_api import sync_playwright
 
     shots = browser_settings()
@@ -54,7 +56,7 @@ def drive_page(url: str, film: Path, viewports: list[tuple[int, int]], full_page
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(shots.CHROMIUM), args=list(shots.CHROMIUM_ARGS))
         try:
-            for i, size in enumerate(viewports):
+            for i, (film, size) in enumerate(zip(films, viewports, strict=True)):
                 page = browser.new_page(viewport={"width": size[0], "height": size[1]})
                 _watch(page, url, seen)
                 page.goto(url, wait_until="load")
@@ -63,11 +65,33 @@ def drive_page(url: str, film: Path, viewports: list[tuple[int, int]], full_page
                 page.wait_for_selector("#viewer[data-cam]", timeout=WAIT_MS)
                 seen.order[size] = page.eval_on_selector_all("#findings button", "bs => bs.map(b => b.dataset.finding)")
                 seen.heatmap_of[size] = page.get_attribute("#viewer", "data-cam")
+                seen.picture[size] = page.evaluate("document.getElementById('picture').src.split(':')[0]")
                 seen.scroll_width[size] = int(page.evaluate("document.documentElement.scrollWidth"))
                 seen.screenshots[size] = page.screenshot(full_page=full_page)
                 if i == 0:
                     seen.keyboard_heatmap = _by_keyboard(page, seen.order[size][1])
                 page.close()
+        finally:
+            browser.close()
+    return seen
+
+
+def visit_docs(url: str) -> Visit:
+    """Open /docs (Swagger UI) and wait until it has laid out the API's operations from /openapi.json."""
+    from playwright.sync_api import sync_playwright
+
+    shots = browser_settings()
+    seen = Visit()
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(shots.CHROMIUM), args=list(shots.CHROMIUM_ARGS))
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            _watch(page, url, seen)
+            page.goto(url.rstrip("/") + "/docs", wait_until="load")
+            page.wait_for_selector(".opblock", timeout=WAIT_MS)
+            seen.order[(1280, 900)] = page.eval_on_selector_all(
+                ".opblock-summary-path", "ps => ps.map(p => p.innerText)"
+            )
         finally:
             browser.close()
     return seen
@@ -113,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(load_model(args.checkpoint, "cpu"), ServeConfig(checkpoint=args.checkpoint))
     size = (args.width, args.height)
     with in_thread(app) as url:
-        seen = drive_page(url, args.film, [size], args.full_page)
+        seen = drive_page(url, [args.film], [size], args.full_page)
     for line in seen.errors + [f"request elsewhere: {u}" for u in seen.elsewhere]:
         print(line, file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)

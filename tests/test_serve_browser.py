@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import itertools
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,19 +45,37 @@ def test_upload_shows_findings_and_heatmap_like_predict(
     from cxr14.serve.app import create_app
     from cxr14.serve.runner import in_thread
 
-    film = serve_films / "film.png"
     app = create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))
+    films = {DESKTOP: serve_films / "film.png", PHONE: serve_films / "film.dcm"}  # DICOM: shown as decoded
     with in_thread(app) as url:
-        seen = driver.drive_page(url, film, [DESKTOP, PHONE])
-    probs = predict_run.rows()["film.png"]["probabilities"]  # `cxr14 predict --json film.png`
-    top = max(probs, key=probs.get)
+        seen = driver.drive_page(url, list(films.values()), list(films))
+    rows = predict_run.rows()  # `cxr14 predict --json film.png film.dcm`
 
     assert seen.errors == [] and seen.elsewhere == []
-    for size in (DESKTOP, PHONE):
-        assert seen.order[size] == sorted(probs, key=probs.get, reverse=True)  # all 14, as predict ranks them
-        assert seen.order[size][0] == top
-        assert seen.heatmap_of[size] == top  # the top finding's heatmap is shown first
+    for size, film in films.items():
+        probs = rows[film.name]["probabilities"]
+        assert seen.order[size][0] == max(probs, key=probs.get)  # the top finding is predict's
+        ranked = [probs[label] for label in seen.order[size]]  # all 14, most probable first (to predict's digits)
+        assert sorted(seen.order[size]) == sorted(probs) and all(a >= b - 2e-6 for a, b in itertools.pairwise(ranked))
+        assert seen.heatmap_of[size] == seen.order[size][0]  # the top finding's heatmap is shown first
         assert seen.scroll_width[size] <= size[0]  # nothing wider than the screen, phone included
         shot = Image.open(io.BytesIO(seen.screenshots[size])).convert("L")
         assert shot.size == size and ImageStat.Stat(shot).stddev[0] > 20  # a laid-out page, not a blank one
+    assert seen.picture == {DESKTOP: "blob", PHONE: "data"}  # the PNG as uploaded; the DICOM as the server read it
     assert seen.keyboard_heatmap == seen.order[DESKTOP][1]  # Tab to the second finding, Enter: its heatmap
+
+
+def test_docs_page_needs_nothing_from_the_network(serve_model: LoadedModel, serve_checkpoint: Path) -> None:
+    driver = load_driver()
+    if not driver.browser_settings().CHROMIUM.is_file():
+        pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
+    pytest.importorskip("fastapi_offline", reason="fastapi-offline not installed (Swagger UI's files for /docs): "
+                        "pip install 'cxr14[serve]'")  # fmt: skip
+    from cxr14.config import ServeConfig
+    from cxr14.serve.app import create_app
+    from cxr14.serve.runner import in_thread
+
+    with in_thread(create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))) as url:
+        seen = driver.visit_docs(url)
+    assert seen.errors == [] and seen.elsewhere == []
+    assert {"/api/predict", "/api/model", "/api/health"} <= set(seen.order[(1280, 900)])
