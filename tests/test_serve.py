@@ -10,6 +10,7 @@ import io
 import json
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -213,6 +214,22 @@ def test_unexpected_error_is_a_one_line_500_and_the_server_goes_on(
             assert response.status_code == 500
             assert response.json() == {"detail": "internal error (RuntimeError); the details are in the server's log"}
         assert client.get("/api/health").json() == {"status": "ok", "workers": 2, "queue": 4, "in_progress": 0}
+
+
+def test_uploads_stay_in_memory(
+    serve_model: LoadedModel, serve_checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3 MB film under a 4 MiB cap is parsed without the multipart spool ever rolling over to a disk file."""
+    rolled: list[int] = []
+    monkeypatch.setattr(tempfile.SpooledTemporaryFile, "rollover", lambda self: rolled.append(1))
+    noise = np.random.default_rng(0).integers(0, 256, (1700, 1700), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(noise).save(buf, format="PNG", compress_level=1)
+    assert 2.5 * 2**20 < len(buf.getvalue()) < 4 * 2**20
+    app = create_app(serve_model, settings(serve_checkpoint, max_upload_mb=4))
+    with runner.in_thread(app) as url, httpx.Client(base_url=url, timeout=60) as client:
+        assert post(client, "big.png", buf.getvalue()).status_code == 200
+    assert rolled == []
 
 
 def test_openapi_schema_documents_the_upload_and_refusals(client: httpx.Client) -> None:
