@@ -12,6 +12,7 @@ and sockets). Chromium and its offline flags are screenshot_report.py's. tests/t
 from __future__ import annotations
 
 import argparse
+import base64
 import importlib.util
 import sys
 from dataclasses import dataclass, field
@@ -47,8 +48,9 @@ class Visit:
 
 
 def drive_page(url: str, films: list[Path], viewports: list[tuple[int, int]], full_page: bool = False) -> Visit:
-    """Open the page at `url` at each viewport, choose that viewport's film (films[i] at viewports[i]) in the
-    file input, and wait for the findings list and the first heatmap."""
+    """Open the page at `url` at each viewport, give it that viewport's film (films[i] at viewports[i]) and wait
+    for the findings list and the first heatmap. The first film is chosen with the file input, the others are
+    dropped on the drop zone (a drop event carrying the file, as a drag from the desktop delivers it)."""
     from playwright.sync_api import sync_playwright
 
     shots = browser_settings()
@@ -60,7 +62,10 @@ def drive_page(url: str, films: list[Path], viewports: list[tuple[int, int]], fu
                 page = browser.new_page(viewport={"width": size[0], "height": size[1]})
                 _watch(page, url, seen)
                 page.goto(url, wait_until="load")
-                page.set_input_files("#file", str(film))
+                if i == 0:
+                    page.set_input_files("#file", str(film))
+                else:
+                    _drop(page, film)
                 page.wait_for_selector("#findings button", timeout=WAIT_MS)
                 page.wait_for_selector("#viewer[data-cam]", timeout=WAIT_MS)
                 seen.order[size] = page.eval_on_selector_all("#findings button", "bs => bs.map(b => b.dataset.finding)")
@@ -103,6 +108,21 @@ def _watch(page, url: str, seen: Visit) -> None:
     page.on("requestfailed", lambda req: seen.errors.append(f"request failed: {req.url[:80]}"))
     local = url.rstrip("/") + "/"
     page.on("request", lambda req: req.url.startswith((local, "data:", "blob:")) or seen.elsewhere.append(req.url))
+
+
+def _drop(page, film: Path) -> None:
+    page.evaluate(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const data = new DataTransfer();
+            data.items.add(new File([bytes], name));
+            const zone = document.getElementById("drop");
+            for (const kind of ["dragenter", "dragover", "drop"]) {
+                zone.dispatchEvent(new DragEvent(kind, { dataTransfer: data, bubbles: true, cancelable: true }));
+            }
+        }""",
+        [film.name, base64.b64encode(film.read_bytes()).decode("ascii")],
+    )
 
 
 def _by_keyboard(page, finding: str) -> str | None:

@@ -315,6 +315,7 @@ def test_predict_equals_cli_for_png_and_dicom(client: httpx.Client, serve_films:
         response = post(client, name, (serve_films / name).read_bytes())
         assert response.status_code == 200, response.text
         same_row(response.json(), cli_rows[name])
+        assert response.text == json.dumps(response.json()) + "\n"  # the line, as `predict --json` writes it
     with_film = post(client, "film.dcm", (serve_films / "film.dcm").read_bytes(), "?film=1").json()
     assert png_of(with_film.pop("film")).size == Image.open(serve_films / "film.png").size
     same_row(with_film, cli_rows["film.dcm"])

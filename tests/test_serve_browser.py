@@ -1,5 +1,6 @@
-"""`cxr14 serve`'s page in a real headless Chromium: upload a phantom film with the file input, wait for the
-findings list and the heatmap, and check the top finding against `cxr14 predict` on the same file."""
+"""`cxr14 serve`'s page in a real headless Chromium: upload a phantom film with the file input (and a DICOM by
+drag and drop), wait for the findings list and the heatmap, and check the top finding against `cxr14 predict`
+on the same file."""
 
 from __future__ import annotations
 
@@ -46,7 +47,8 @@ def test_upload_shows_findings_and_heatmap_like_predict(
     from cxr14.serve.runner import in_thread
 
     app = create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))
-    films = {DESKTOP: serve_films / "film.png", PHONE: serve_films / "film.dcm"}  # DICOM: shown as decoded
+    # The PNG chosen with the file input on a desktop; the DICOM dropped on the drop zone on a phone.
+    films = {DESKTOP: serve_films / "film.png", PHONE: serve_films / "film.dcm"}
     with in_thread(app) as url:
         seen = driver.drive_page(url, list(films.values()), list(films))
     rows = predict_run.rows()  # `cxr14 predict --json film.png film.dcm`

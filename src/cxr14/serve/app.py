@@ -24,7 +24,7 @@ from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
@@ -32,6 +32,7 @@ from cxr14 import __version__
 from cxr14.config import ServeConfig
 from cxr14.inference import LoadedModel
 from cxr14.labels import LABELS
+from cxr14.predict import format_json
 from cxr14.serve.pool import InferencePool, ModelGate
 from cxr14.serve.refusals import Refused
 from cxr14.serve.scoring import Ask, answer, check_finding
@@ -154,16 +155,16 @@ def _add_api(app: FastAPI, model: LoadedModel, pool: InferencePool, limit: int) 
     @app.post("/api/predict", summary="Score one film", response_model=None, **documented)
     async def predict(
         request: Request,
-        cam: Annotated[str | None, Query(description="a finding, e.g. Effusion: add its heatmap")] = None,
+        cam: Annotated[str | None, Query(description=f"add the heatmap of one finding: {', '.join(LABELS)}")] = None,
         film: Annotated[bool, Query(description="add the decoded film as a PNG (for DICOM)")] = False,
-    ) -> JSONResponse:
-        """The 14 probabilities and the findings at or above threshold, as `cxr14 predict --json`."""
+    ) -> Response:
+        """The 14 probabilities and the findings at or above threshold: the line `cxr14 predict --json` prints."""
         ask = Ask(check_finding(cam), film)
         check_headers(request, limit)
         with pool.admit() as slot:
             upload = await read_upload(request, limit)
             row = await slot.run(answer, model, gate, upload.data, upload.name, ask)
-        return JSONResponse(row)
+        return Response(format_json([row]), media_type="application/json")
 
 
 def _add_error_handlers(app: FastAPI) -> None:
