@@ -43,14 +43,20 @@ class Visit:
     keyboard_heatmap: str | None = None  # the heatmap shown after Tab to the 2nd finding and Enter
     screenshots: dict[tuple[int, int], bytes] = field(default_factory=dict)
     scroll_width: dict[tuple[int, int], int] = field(default_factory=dict)
+    refusal: str | None = None  # the status line shown for the refused file
     errors: list[str] = field(default_factory=list)  # console errors, page errors, failed requests
+    refusals_logged: list[str] = field(default_factory=list)  # Chromium's console line for the refused upload
+    expecting_refusal: bool = False
     elsewhere: list[str] = field(default_factory=list)  # requests to anything but the server
 
 
-def drive_page(url: str, films: list[Path], viewports: list[tuple[int, int]], full_page: bool = False) -> Visit:
+def drive_page(
+    url: str, films: list[Path], viewports: list[tuple[int, int]], full_page: bool = False, bad: Path | None = None
+) -> Visit:
     """Open the page at `url` at each viewport, give it that viewport's film (films[i] at viewports[i]) and wait
     for the findings list and the first heatmap. The first film is chosen with the file input, the others are
-    dropped on the drop zone (a drop event carrying the file, as a drag from the desktop delivers it)."""
+    dropped on the drop zone (a drop event carrying the file, as a drag from the desktop delivers it). On the
+    first page, Tab and Enter then choose the second finding, and `bad` (a file the server refuses) is chosen."""
     from playwright.sync_api import sync_playwright
 
     shots = browser_settings()
@@ -62,23 +68,39 @@ def drive_page(url: str, films: list[Path], viewports: list[tuple[int, int]], fu
                 page = browser.new_page(viewport={"width": size[0], "height": size[1]})
                 _watch(page, url, seen)
                 page.goto(url, wait_until="load")
-                if i == 0:
-                    page.set_input_files("#file", str(film))
-                else:
-                    _drop(page, film)
-                page.wait_for_selector("#findings button", timeout=WAIT_MS)
-                page.wait_for_selector("#viewer[data-cam]", timeout=WAIT_MS)
-                seen.order[size] = page.eval_on_selector_all("#findings button", "bs => bs.map(b => b.dataset.finding)")
-                seen.heatmap_of[size] = page.get_attribute("#viewer", "data-cam")
-                seen.picture[size] = page.evaluate("document.getElementById('picture').src.split(':')[0]")
-                seen.scroll_width[size] = int(page.evaluate("document.documentElement.scrollWidth"))
-                seen.screenshots[size] = page.screenshot(full_page=full_page)
+                _score(page, film, size, full_page, seen, drop=i > 0)
                 if i == 0:
                     seen.keyboard_heatmap = _by_keyboard(page, seen.order[size][1])
+                    if bad is not None:
+                        seen.refusal = _refused(page, bad, seen)
                 page.close()
         finally:
             browser.close()
     return seen
+
+
+def _score(page, film: Path, size: tuple[int, int], full_page: bool, seen: Visit, drop: bool) -> None:
+    """Give the page one film and record what it shows once the findings and the first heatmap are there."""
+    if drop:
+        _drop(page, film)
+    else:
+        page.set_input_files("#file", str(film))
+    page.wait_for_selector("#findings button", timeout=WAIT_MS)
+    page.wait_for_selector("#viewer[data-cam]", timeout=WAIT_MS)
+    seen.order[size] = page.eval_on_selector_all("#findings button", "bs => bs.map(b => b.dataset.finding)")
+    seen.heatmap_of[size] = page.get_attribute("#viewer", "data-cam")
+    seen.picture[size] = page.evaluate("document.getElementById('picture').src.split(':')[0]")
+    seen.scroll_width[size] = int(page.evaluate("document.documentElement.scrollWidth"))
+    seen.screenshots[size] = page.screenshot(full_page=full_page)
+
+
+def _refused(page, bad: Path, seen: Visit) -> str:
+    """Choose a file the server refuses; return the status line the page shows (the reason, in one line)."""
+    seen.expecting_refusal = True  # Chromium logs the 4xx answer as a console error: expected here
+    page.set_input_files("#file", str(bad))
+    page.wait_for_selector("#status.error", timeout=WAIT_MS)
+    seen.expecting_refusal = False
+    return page.inner_text("#status")
 
 
 def visit_docs(url: str) -> Visit:
@@ -103,7 +125,13 @@ def visit_docs(url: str) -> Visit:
 
 
 def _watch(page, url: str, seen: Visit) -> None:
-    page.on("console", lambda msg: msg.type == "error" and seen.errors.append(f"console: {msg.text}"))
+    def console(msg) -> None:
+        if msg.type != "error":
+            return
+        expected = seen.expecting_refusal and "the server responded with a status of 4" in msg.text
+        (seen.refusals_logged if expected else seen.errors).append(f"console: {msg.text}")
+
+    page.on("console", console)
     page.on("pageerror", lambda err: seen.errors.append(f"page error: {err}"))
     page.on("requestfailed", lambda req: seen.errors.append(f"request failed: {req.url[:80]}"))
     local = url.rstrip("/") + "/"

@@ -9,7 +9,10 @@ import dataclasses
 import io
 import json
 import re
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,10 +51,33 @@ def settings(checkpoint: Path, **kw) -> ServeConfig:
 
 
 @pytest.fixture(scope="module")
-def server(serve_model: LoadedModel, serve_checkpoint: Path, predict_run: PredictRun) -> Iterator[str]:
-    """The test server; asking for predict_run starts the CLI now, so it runs while the first tests do."""
+def server(
+    serve_model: LoadedModel, serve_checkpoint: Path, predict_run: PredictRun, cli_server: tuple
+) -> Iterator[str]:
+    """The test server (in-process); asking for predict_run and cli_server starts those subprocesses now, so
+    they start up while the first tests run."""
     with runner.in_thread(create_app(serve_model, settings(serve_checkpoint))) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def cli_server(
+    serve_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[subprocess.Popen, int, Path]]:
+    """The real `cxr14 serve` in a subprocess, started with the module so its start-up overlaps the tests."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = tmp_path_factory.mktemp("cli_server") / "stderr.txt"
+    with log.open("w") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cxr14", "serve", "--checkpoint", str(serve_checkpoint), "--port", str(port),
+             "--device", "cpu"], stdout=subprocess.DEVNULL, stderr=err,
+        )  # fmt: skip
+    yield process, port, log
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -374,3 +400,23 @@ def test_every_bad_upload_is_refused_in_one_line_and_the_server_stays_right(
         assert good.status_code == 200, what
         same_row(good.json(), cli_rows["film.png"])
     assert client.get("/api/health").json()["in_progress"] == 0
+
+
+def test_cli_serve_says_where_it_listens_and_stops_on_ctrl_c(cli_server: tuple) -> None:
+    process, port, log = cli_server
+    deadline = time.monotonic() + 120
+    while True:
+        assert process.poll() is None, log.read_text()
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                break
+        except httpx.TransportError:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    card = httpx.get(f"http://127.0.0.1:{port}/api/model").json()
+    assert card["image_size"] == 64
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    said = log.read_text()
+    assert f"at http://127.0.0.1:{port}/ (this machine only" in said and "not a diagnostic device" in said
+    assert "Traceback" not in said and "cxr14 serve stopped" in said

@@ -36,7 +36,7 @@ def load_driver():
 
 
 def test_upload_shows_findings_and_heatmap_like_predict(
-    serve_model: LoadedModel, serve_checkpoint: Path, serve_films: Path, predict_run: PredictRun
+    serve_model: LoadedModel, serve_checkpoint: Path, serve_films: Path, predict_run: PredictRun, tmp_path: Path
 ) -> None:
     driver = load_driver()
     if not driver.browser_settings().CHROMIUM.is_file():
@@ -49,8 +49,10 @@ def test_upload_shows_findings_and_heatmap_like_predict(
     app = create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))
     # The PNG chosen with the file input on a desktop; the DICOM dropped on the drop zone on a phone.
     films = {DESKTOP: serve_films / "film.png", PHONE: serve_films / "film.dcm"}
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a film\n")
     with in_thread(app) as url:
-        seen = driver.drive_page(url, list(films.values()), list(films))
+        seen = driver.drive_page(url, list(films.values()), list(films), bad=notes)
     rows = predict_run.rows()  # `cxr14 predict --json film.png film.dcm`
 
     assert seen.errors == [] and seen.elsewhere == []
@@ -65,6 +67,8 @@ def test_upload_shows_findings_and_heatmap_like_predict(
         assert shot.size == size and ImageStat.Stat(shot).stddev[0] > 20  # a laid-out page, not a blank one
     assert seen.picture == {DESKTOP: "blob", PHONE: "data"}  # the PNG as uploaded; the DICOM as the server read it
     assert seen.keyboard_heatmap == seen.order[DESKTOP][1]  # Tab to the second finding, Enter: its heatmap
+    assert seen.refusal == "notes.txt: not a PNG, JPEG or DICOM image: it looks like text"  # the reason, one line
+    assert len(seen.refusals_logged) == 1 and "status of 415" in seen.refusals_logged[0]
 
 
 def test_docs_page_needs_nothing_from_the_network(serve_model: LoadedModel, serve_checkpoint: Path) -> None:

@@ -1,4 +1,4 @@
-"""`cxr14 serve`: load the checkpoint, bind the socket, run uvicorn until Ctrl-C.
+"""`cxr14 serve`: load the checkpoint, bind the socket, run uvicorn until Ctrl-C (exit status 0).
 
 The socket is bound here, before uvicorn starts, so a port already in use is one clear error instead of a
 log line from inside the server. Torch's intra-op threads are divided among the workers (a process-wide
@@ -54,7 +54,10 @@ def serve(cfg: ServeConfig) -> None:
                             timeout_graceful_shutdown=5)  # fmt: skip
     log.log(logging.INFO if is_loopback(cfg.host) else logging.WARNING, "%s", announce(cfg))
     log.info("%s", NOTICE)
-    uvicorn.Server(config).run(sockets=[sock])
+    # uvicorn shuts down on Ctrl-C, then raises it again; for a server it is the normal way to stop.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[sock])
+    log.info("cxr14 serve stopped")
 
 
 def bind(host: str, port: int) -> socket.socket:
