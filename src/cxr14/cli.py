@@ -12,7 +12,15 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cxr14 import __version__
-from cxr14.config import DemoConfig, EvaluateConfig, PredictConfig, TrainConfig, add_arguments, from_args
+from cxr14.config import (
+    DemoConfig,
+    EvaluateConfig,
+    PredictConfig,
+    ServeConfig,
+    TrainConfig,
+    add_arguments,
+    from_args,
+)
 from cxr14.errors import Stopped, UserError
 
 Command = Callable[[argparse.Namespace], object]
@@ -107,6 +115,25 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("folder", type=Path, help="the folder holding metrics.json")
     p.add_argument("--history", type=Path, default=None, help="the run's metrics.csv if not found beside it")
     p.set_defaults(func=cmd_report)
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    from cxr14.serve.runner import serve
+
+    serve(from_args(ServeConfig, args))
+
+
+def add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="a local web page and JSON API for a checkpoint: drop a film, see the 14 findings and the heatmaps",
+        description="Serve a trained model (best_model.pth) on a small web page and a JSON API (POST /api/predict, "
+        "GET /api/model, GET /api/health; OpenAPI docs at /docs), scored exactly as `cxr14 predict`. Listens on "
+        "127.0.0.1 (this machine only) unless --host says otherwise; every script and style is served locally. "
+        "A research tool, not a diagnostic device. Needs the serve extra: pip install 'cxr14[serve]'.",
+    )
+    add_arguments(p, ServeConfig)
+    p.set_defaults(func=cmd_serve)
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -266,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate(sub)
     add_predict(sub)
     add_report(sub)
+    add_serve(sub)
     add_download(sub)
     add_prepare(sub)
     add_phantom(sub)

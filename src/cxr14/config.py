@@ -181,6 +181,25 @@ class PredictConfig:
         check_ranges(self)
 
 
+@dataclass
+class ServeConfig:
+    """`cxr14 serve`: a checkpoint behind a local web page and a JSON API."""
+
+    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run")
+    host: str = opt(
+        "127.0.0.1",
+        "address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 opens it to every network (no login)",
+    )
+    port: int = opt(8000, "TCP port", min=1, max=65535)
+    max_upload_mb: float = opt(32.0, "largest upload in MiB; a larger one gets 413 before it is read", gt=0)
+    workers: int = opt(1, "inference threads (each scores one film at a time)", min=1, max=64)
+    queue: int = opt(8, "requests that may wait for a free worker; one more gets 503 (busy)", min=0, max=1024)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+
+
 def from_args(cls: type[C], args: argparse.Namespace) -> C:
     """A config dataclass from parsed arguments (its __post_init__ checks the ranges)."""
     return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})

@@ -1,0 +1,48 @@
+"""Why a request is refused: one HTTP status and one line, never a traceback.
+
+A film the reader cannot use raises `FilmError` with a one-line reason; `status_for` sorts those reasons into
+the status codes the API documents:
+
+- 400 Bad Request: an empty file, a form without its `file` field, a broken multipart body;
+- 413 Content Too Large: over --max_upload_mb, and decompression bombs (a small file that claims more than
+  films.MAX_PIXELS pixels): both are "too large to handle", refused before the pixels are decoded;
+- 415 Unsupported Media Type: not a PNG, JPEG or DICOM (a PDF, a GIF, text...), or DICOM compressed in a
+  syntax no installed decoder reads;
+- 422 Unprocessable Content: the right kind of file that cannot be used: a DICOM without pixel data, a
+  truncated or damaged image.
+"""
+
+from __future__ import annotations
+
+from cxr14.errors import FilmError
+
+
+class Refused(Exception):
+    """A request the server will not serve: `status` and the one-line `reason` sent as {"detail": reason}."""
+
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def status_for(exc: FilmError) -> int:
+    """The status code for a film the reader refused (see the module docstring for the classes)."""
+    reason = str(exc)
+    if reason.startswith("empty file"):
+        return 400
+    if "decompression bomb" in reason or "too large to decode" in reason:
+        return 413
+    if reason.startswith("not a ") or "cannot be decoded here" in reason:
+        return 415
+    return 422
+
+
+def refuse_film(exc: FilmError) -> Refused:
+    """A FilmError as a refusal; its message is already one line, short enough to show on the page."""
+    return Refused(status_for(exc), str(exc))
+
+
+def too_large(limit_bytes: int) -> Refused:
+    return Refused(413, f"upload over the {limit_bytes / 2**20:g} MiB limit of this server (--max_upload_mb)")
