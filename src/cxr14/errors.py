@@ -15,8 +15,17 @@ class FilmError(ValueError):
 
     The message is ONE line, short enough for a web page to show as the reason for a 4xx, and names the
     fix where there is one. A ValueError, so code that already counts DECODE_ERRORS as skips counts these.
-    Callers add the file name (the reader may only have bytes).
+    Callers add the file name (the reader may only have bytes). `kind` says which of KINDS it is, so a caller
+    (the web API's status codes) never has to read the wording.
     """
+
+    KINDS = ("empty", "too_large", "unsupported", "no_pixels", "damaged")
+
+    def __init__(self, reason: str, kind: str = "damaged") -> None:
+        if kind not in self.KINDS:
+            raise ValueError(f"FilmError kind {kind!r} is not one of {self.KINDS}")
+        super().__init__(reason)
+        self.kind = kind
 
 
 class Stopped(Exception):

@@ -43,14 +43,15 @@ def read_dicom(source: Path | BinaryIO, max_pixels: int, has_magic: bool = True)
     try:
         ds = pydicom.dcmread(source, force=not has_magic)
     except (InvalidDicomError, EOFError) as exc:
-        raise FilmError(f"not a readable DICOM file ({one_line(exc)})") from exc
+        raise FilmError(f"not a readable DICOM file ({one_line(exc)})", "unsupported") from exc
     except Exception as exc:  # any parser failure on a damaged file is the same to the user
         raise FilmError(f"damaged DICOM file ({type(exc).__name__}: {one_line(exc)})") from exc
     if not any(k in ds for k in _PIXEL_KEYWORDS):
         kind = _sop_class(ds)
         if not has_magic and kind is None:
-            raise FilmError("not a DICOM image: no 'DICM' marker and no pixel data")
-        raise FilmError(f"DICOM file without pixel data ({kind or 'unknown object type'}): nothing to show")
+            raise FilmError("not a DICOM image: no 'DICM' marker and no pixel data", "unsupported")
+        what = kind or "unknown object type"
+        raise FilmError(f"DICOM file without pixel data ({what}): nothing to show", "no_pixels")
     _check_size(ds, max_pixels)
     frame = _first_frame(ds)
     return _to_gray8(frame, ds)
@@ -72,7 +73,8 @@ def _check_size(ds, max_pixels: int) -> None:
     if rows * cols > max_pixels:
         raise FilmError(
             f"DICOM image of {cols} x {rows} pixels is over the {max_pixels / 1e6:.0f} MP limit "
-            f"(a decompression bomb guard); no chest film is that large"
+            f"(a decompression bomb guard); no chest film is that large",
+            "too_large",
         )
 
 
@@ -95,7 +97,8 @@ def _first_frame(ds) -> np.ndarray:
         if syntax.is_compressed:
             reason = "its decoder is not installed" if "missing dependencies" in str(exc) else _plugin_reason(exc)
             raise FilmError(
-                f"DICOM pixel data compressed as '{syntax.name}' cannot be decoded here ({reason}); {DECODER_FIX}"
+                f"DICOM pixel data compressed as '{syntax.name}' cannot be decoded here ({reason}); {DECODER_FIX}",
+                "unsupported",
             ) from exc
         raise FilmError(f"damaged DICOM pixel data ({one_line(exc)})") from exc
     except ValueError as exc:

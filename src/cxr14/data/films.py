@@ -48,7 +48,7 @@ def read_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> np.nd
     if isinstance(source, bytes):
         head, name = source[:_HEAD], None
         if not source:
-            raise FilmError("empty file (0 bytes)")
+            raise FilmError("empty file (0 bytes)", "empty")
     else:
         name = Path(source)
         head = _head(name)
@@ -66,7 +66,7 @@ def _head(path: Path) -> bytes:
     except OSError as exc:
         raise FilmError(f"cannot open the file ({exc.strerror or one_line(exc)})") from exc
     if not head:
-        raise FilmError("empty file (0 bytes)")
+        raise FilmError("empty file (0 bytes)", "empty")
     return head
 
 
@@ -75,15 +75,16 @@ def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray
     try:
         img = Image.open(fp, formats=_PIL_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise FilmError(f"image too large to decode safely ({one_line(exc)})") from exc
+        raise FilmError(f"image too large to decode safely ({one_line(exc)})", "too_large") from exc
     except Exception as exc:  # UnidentifiedImageError, or a header so damaged PIL trips over it
-        raise FilmError(f"not a PNG, JPEG or DICOM image: {looks_like(head)}") from exc
+        raise FilmError(f"not a PNG, JPEG or DICOM image: {looks_like(head)}", "unsupported") from exc
     with img:
         w, h = img.size
         if w * h > max_pixels:
             raise FilmError(
                 f"{img.format} of {w} x {h} pixels is over the {max_pixels / 1e6:.0f} MP limit "
-                f"(a decompression bomb guard); no chest film is that large"
+                f"(a decompression bomb guard); no chest film is that large",
+                "too_large",
             )
         try:
             img.load()

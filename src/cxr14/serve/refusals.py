@@ -1,7 +1,7 @@
 """Why a request is refused: one HTTP status and one line, never a traceback.
 
-A film the reader cannot use raises `FilmError` with a one-line reason; `status_for` sorts those reasons into
-the status codes the API documents:
+A film the reader cannot use raises `FilmError` with a one-line reason and a kind; `status_for` maps the kind
+to the status code the API documents:
 
 - 400 Bad Request: an empty file, a form without its `file` field, a broken multipart body;
 - 413 Content Too Large: over --max_upload_mb, and decompression bombs (a small file that claims more than
@@ -27,16 +27,12 @@ class Refused(Exception):
         self.retry_after = retry_after
 
 
+STATUS = {"empty": 400, "too_large": 413, "unsupported": 415, "no_pixels": 422, "damaged": 422}
+
+
 def status_for(exc: FilmError) -> int:
     """The status code for a film the reader refused (see the module docstring for the classes)."""
-    reason = str(exc)
-    if reason.startswith("empty file"):
-        return 400
-    if "decompression bomb" in reason or "too large to decode" in reason:
-        return 413
-    if reason.startswith("not a ") or "cannot be decoded here" in reason:
-        return 415
-    return 422
+    return STATUS[exc.kind]
 
 
 def refuse_film(exc: FilmError) -> Refused:
