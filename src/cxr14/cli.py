@@ -15,6 +15,7 @@ from cxr14 import __version__
 from cxr14.config import (
     DemoConfig,
     EvaluateConfig,
+    ExportConfig,
     PredictConfig,
     ServeConfig,
     TrainConfig,
@@ -134,6 +135,28 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
     )
     add_arguments(p, ServeConfig)
     p.set_defaults(func=cmd_serve)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from cxr14.export.run import run_export
+
+    run_export(from_args(ExportConfig, args))
+
+
+def add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a checkpoint as a timm / Hugging Face folder and an ONNX graph, each checked against it",
+        description="Turn a best_model.pth into OUT/hf (model.safetensors, config.json and a README.md model card "
+        "in the Hugging Face hub's layout: `timm.create_model('local-dir:OUT/hf', pretrained=True)` loads it "
+        "without cxr14) and OUT/onnx/model.onnx (uint8 pixels [batch, 1, S, S] in, normalisation and temperature "
+        "inside, 'probabilities' and 'logits' [batch, 14] out, any batch size). Each file is then reloaded (timm; "
+        "ONNX Runtime on the CPU), fed the same phantom films as the checkpoint, and the export fails if any "
+        "probability differs by more than 1e-4; the largest difference is printed. Both outputs also work as "
+        "`cxr14 predict --checkpoint`.",
+    )
+    add_arguments(p, ExportConfig)
+    p.set_defaults(func=cmd_export)
 
 
 def cmd_phantom(args: argparse.Namespace) -> None:
@@ -294,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict(sub)
     add_report(sub)
     add_serve(sub)
+    add_export(sub)
     add_download(sub)
     add_prepare(sub)
     add_phantom(sub)

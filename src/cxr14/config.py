@@ -200,6 +200,40 @@ class ServeConfig:
         check_ranges(self)
 
 
+#: What `cxr14 export` can write: a timm / Hugging Face folder, an ONNX graph.
+EXPORT_FORMATS = ("hf", "onnx")
+
+
+@dataclass
+class ExportConfig:
+    """`cxr14 export`: a checkpoint in; a timm/Hugging Face folder and an ONNX graph out, each verified."""
+
+    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run")
+    out: Path = opt(MISSING, "output folder: OUT/hf (timm / Hugging Face) and OUT/onnx/model.onnx; new or empty")
+    format: str = opt("hf,onnx", "comma-separated formats to write: hf, onnx")
+    force: bool = opt(False, "replace a non-empty --out (only once the new export has passed its checks)")
+    opset: int = opt(18, "ONNX opset: 18 is what torch's exporter writes (higher ones are converted from it); "
+                     "ONNX Runtime runs 18 from version 1.14 on", min=18)  # fmt: skip
+    onnx_float: bool = opt(False, "also write OUT/onnx/model_float32.onnx, taking float32 pixel values 0..255")
+    batch: int = opt(5, "phantom films per verification batch (the graph is traced at 2; any batch runs)", min=1,
+                     max=256)  # fmt: skip
+    device: str = opt("cpu", "where the checkpoint and the timm reload run for the comparison: cpu, cuda, cuda:N")
+
+    def __post_init__(self) -> None:
+        check_ranges(self)
+        unknown = [f for f in self.formats if f not in EXPORT_FORMATS]
+        if unknown or not self.formats:
+            raise UserError(
+                f"--format {self.format!r}: {'unknown ' + ', '.join(unknown) if unknown else 'no format given'}. "
+                f"Choose from {', '.join(EXPORT_FORMATS)}, comma-separated (e.g. --format hf,onnx)."
+            )
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats asked for, in --format's order, each once."""
+        return tuple(dict.fromkeys(f.strip().lower() for f in self.format.split(",") if f.strip()))
+
+
 def from_args(cls: type[C], args: argparse.Namespace) -> C:
     """A config dataclass from parsed arguments (its __post_init__ checks the ranges)."""
     return cls(**{f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)})

@@ -2,7 +2,8 @@
 
 `evaluate`, `predict`, the web page and `export`'s checks all start here, so a checkpoint is read, rebuilt and
 fed in one way only: `checkpoint.load` -> `checkpoint.model_from_checkpoint` -> a `Classifier` whose transform
-comes from the checkpoint's own data config. Probabilities are `apply_temperature(logits, T)` with the
+comes from the checkpoint's own data config (a file that `cxr14 export` wrote - .onnx, or an hf folder - is
+read here too, into the same interface). Probabilities are `apply_temperature(logits, T)` with the
 temperature fitted on validation, and a finding is called when its probability reaches the threshold chosen
 on validation (`thresholds.decide`): the same arithmetic for every caller.
 """
@@ -13,7 +14,7 @@ import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,12 +26,15 @@ from cxr14.labels import LABELS
 from cxr14.model import DataConfig
 from cxr14.thresholds import ValidationChoice, decide
 
+if TYPE_CHECKING:
+    from cxr14.export.onnx_runtime import OnnxClassifier
+
 
 @dataclass
 class LoadedModel:
     """A classifier with what turns its logits into calls, and what describes it."""
 
-    classifier: Classifier
+    classifier: Classifier | OnnxClassifier  # the same interface: uint8 batch in, logits out
     data_config: DataConfig
     calibration: ValidationChoice | None  # thresholds and temperatures chosen on validation
     card: dict[str, Any]
@@ -53,16 +57,32 @@ class LoadedModel:
 
 
 def load_model(path: Path, device: str = "auto", precision: str = "auto") -> LoadedModel:
-    """A cxr14 checkpoint (best_model.pth) as a ready classifier on `device`, in eval mode."""
-    state = checkpoint.load(Path(path))
-    model, data = checkpoint.model_from_checkpoint(state)
+    """A trained model ready for films, on `device`, in eval mode, from any of the files cxr14 writes.
+
+    A cxr14 checkpoint (best_model.pth); or what `cxr14 export` wrote from one: a .onnx file (run by ONNX
+    Runtime, calibration from the graph's metadata) or an hf folder (timm's local-dir loader, calibration from
+    its config.json). All three give the same probabilities for the same films.
+    """
+    path = Path(path)
     dev = resolve_device(device)
+    if path.suffix == ".onnx":
+        from cxr14.export.onnx_runtime import load_onnx
+
+        return LoadedModel(*load_onnx(path, dev))
+    if path.is_dir():
+        from cxr14.export.hf import load_hf
+
+        model, data, calibration, card = load_hf(path)
+    else:
+        state = checkpoint.load(path)
+        model, data = checkpoint.model_from_checkpoint(state)
+        stored = state.get("calibration")
+        calibration = ValidationChoice.from_json(stored) if stored else None
+        card = model_card(state, path)
     model.to(dev).eval()
     transform = DeviceTransform(data.mean, data.std, data.in_chans, None)
     classifier = Classifier(model, transform, resolve_precision(precision, dev))
-    stored = state.get("calibration")
-    calibration = ValidationChoice.from_json(stored) if stored else None
-    return LoadedModel(classifier, data, calibration, model_card(state, Path(path)))
+    return LoadedModel(classifier, data, calibration, card)
 
 
 def model_card(state: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -87,6 +107,10 @@ def model_card(state: dict[str, Any], path: Path) -> dict[str, Any]:
         try:
             m = json.loads(metrics.read_text())
             card["test"] = {k: m.get(k) for k in ("mean_auroc", "mean_auroc_ci", "n_images", "n_patients", "split")}
+            # For exported model cards: where the scored films came from, and each finding's AUROC.
+            card["test"]["data"] = m.get("data")
+            per_class = m.get("per_class") or {}
+            card["test"]["auroc"] = {k: v.get("auroc") for k, v in per_class.items() if isinstance(v, dict)}
         except (OSError, ValueError):
             pass  # a card without test figures is still a card
     return card
