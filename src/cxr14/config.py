@@ -167,7 +167,8 @@ class PredictConfig:
     """`cxr14 predict`: films in, one row of probabilities and calls per film out."""
 
     paths: list[Path] = opt(MISSING, "image files or folders of them (PNG, JPEG, DICOM)", positional=True, nargs="+")
-    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run")
+    checkpoint: Path = opt(MISSING, "the best_model.pth of a training run, or what `cxr14 export` made of it "
+                           "(OUT/onnx/model.onnx or the OUT/hf folder)")  # fmt: skip
     out: Path | None = opt(None, "write the CSV (or JSON with --json) here instead of standard output")
     json: bool = opt(False, "JSON lines instead of CSV: probabilities and the findings at or above threshold")
     cam: Path | None = opt(None, "also write a heatmap overlay PNG per image (its top findings) into this folder")

@@ -50,6 +50,11 @@ class LoadedModel:
         return decide(probs, self.calibration.thresholds)
 
     @property
+    def explainable(self) -> bool:
+        """Whether heatmaps can be made: they follow gradients through a PyTorch model (an ONNX graph has none)."""
+        return isinstance(self.classifier, Classifier)
+
+    @property
     def thresholds(self) -> list[float | None]:
         if self.calibration is None:
             return [None] * len(LABELS)

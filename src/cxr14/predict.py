@@ -162,6 +162,11 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
     if not paths:
         raise UserError(f"No films (.png, .jpg, .jpeg, .dcm, .dicom) under {', '.join(map(str, cfg.paths))}.")
     model = load_model(cfg.checkpoint, cfg.device)
+    if cfg.cam is not None and not model.explainable:
+        raise UserError(
+            f"--cam needs the PyTorch model, and {cfg.checkpoint} is an ONNX graph (no gradients to follow). Use the "
+            f"best_model.pth, or the hf folder that `cxr14 export` wrote beside it."
+        )
     loader = _loader(FilmSource(paths, model.data_config.image_size), cfg.batch_size, cfg.num_workers)
     pred = predict(model.classifier, loader, desc="predict", progress=cfg.progress)
     for i, why in pred.bad:

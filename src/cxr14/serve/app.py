@@ -217,6 +217,7 @@ def public_card(model: LoadedModel) -> dict[str, Any]:
     card["checkpoint"] = Path(model.card["checkpoint"]).name
     card["thresholds"] = dict(zip(LABELS, model.thresholds, strict=True))
     card["calibrated"] = model.calibration is not None and model.calibration.temperature is not None
+    card["heatmaps"] = model.explainable
     card["notice"] = NOTICE
     return _finite(card)
 

@@ -56,6 +56,8 @@ def answer(model: LoadedModel, gate: ModelGate, data: bytes, name: str, ask: Ask
     row = rows[0]
     row["file"] = name
     if ask.cam is not None:
+        if not model.explainable:
+            raise Refused(400, "this server runs an ONNX graph, which gives no heatmaps; serve the checkpoint for them")
         with gate.exclusive():
             heat = heatmap(model, film, LABELS.index(ask.cam))
         row["heatmap"] = png_data_url(cam.heat_png(heat))
