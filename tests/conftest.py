@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,12 @@ def make_nih_folder(root: Path, n_patients: int = 24, per_patient: int = 3, size
 @pytest.fixture(scope="session")
 def nih_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_nih_folder(tmp_path_factory.mktemp("nih") / "data")
+
+
+def comparable_metrics(run: Path) -> dict:
+    """A run's metrics.json without what names the run itself (its creation time, its model card's paths)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if k not in ("created", "model")}
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
