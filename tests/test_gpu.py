@@ -42,3 +42,27 @@ def test_cli_trains_on_gpu(tmp_path: Path) -> None:
                      "--num_epochs", "1", "--on_bad_image", "skip", *args)  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "device cuda" in result.stderr and "precision torch.bfloat16" in result.stderr
+
+
+def test_speed_options_on_gpu(tmp_path: Path) -> None:
+    """bf16 + channels_last + torch.compile + EMA + accumulation through the real CLI; the checkpoint is plain."""
+    data = make_nih_folder(tmp_path / "data", n_patients=12, per_patient=2, size=48)
+    args = [a if a != "cpu" else "cuda" for a in TINY_TRAIN]
+    out = tmp_path / "run"
+    result = run_cli(str(REPO / "main.py"), "--data_dir", str(data), "--output_dir", str(out), "--num_epochs", "2",
+                     "--on_bad_image", "skip", "--channels_last", "--compile", "--ema", "0.9", "--accum_steps", "2",
+                     *args)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    state = torch.load(out / "best_model.pth", weights_only=True)
+    assert not any(k.startswith(("_orig_mod.", "module.")) for k in state["model"])
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA GPUs")
+def test_two_gpus_with_nccl(tmp_path: Path) -> None:
+    data = make_nih_folder(tmp_path / "data", n_patients=24, per_patient=3, size=48)
+    args = [a if a != "cpu" else "auto" for a in TINY_TRAIN]
+    result = run_cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(REPO / "main.py"),
+                     "--data_dir", str(data), "--output_dir", str(tmp_path / "run"), "--num_epochs", "1",
+                     "--on_bad_image", "skip", *args)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "2 process(es)" in result.stderr and "device cuda:0" in result.stderr
