@@ -13,24 +13,21 @@ from __future__ import annotations
 
 import argparse
 import base64
-import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # scripts/ is not a package
+import screenshot_report  # noqa: E402
+
 WAIT_MS = 30_000
 
 
 def browser_settings() -> ModuleType:
-    """screenshot_report.py (CHROMIUM, CHROMIUM_ARGS), loaded by path: scripts/ is not a package."""
-    if "screenshot_report" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("screenshot_report", REPO / "scripts" / "screenshot_report.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules["screenshot_report"]
+    """screenshot_report.py, its sibling: where Chromium is and the flags it runs with."""
+    return screenshot_report
 
 
 @dataclass

@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import base64
 import csv
-import importlib.util
 import io
 import json
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +21,7 @@ from cxr14.evaluate import Scoring, score, write_outputs
 from cxr14.labels import LABELS
 from cxr14.report import write_report
 from cxr14.thresholds import choose_on_validation
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 GALLERY_FILE = "heatmaps/00000003_001-Mass.png"
 SECTIONS = (
@@ -234,18 +231,8 @@ def test_a_folder_without_metrics_is_named(tmp_path: Path) -> None:
         write_report(tmp_path)
 
 
-def load_screenshot_script() -> Any:
-    """scripts/screenshot_report.py, the helper the README's picture is made with (scripts/ is not a package)."""
-    if "screenshot_report" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("screenshot_report", REPO / "scripts" / "screenshot_report.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules["screenshot_report"]
-
-
 def test_report_renders_in_headless_chromium(evaluation: Path) -> None:
-    shots = load_screenshot_script()
+    shots = load_script("screenshot_report")
     if not shots.CHROMIUM.is_file():
         pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
     pytest.importorskip("playwright.sync_api", reason="Playwright not installed: pip install playwright")

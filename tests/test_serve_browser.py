@@ -4,10 +4,8 @@ on the same file."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import itertools
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,7 +13,7 @@ import pytest
 from PIL import Image, ImageStat
 
 from cxr14.inference import LoadedModel
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'cxr14[serve]'")
 pytest_plugins = ("tests.serve_fixtures",)
@@ -25,20 +23,10 @@ if TYPE_CHECKING:
 DESKTOP, PHONE = (1280, 900), (390, 844)
 
 
-def load_driver():
-    """scripts/screenshot_serve.py, which also makes the README's picture."""
-    if "screenshot_serve" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("screenshot_serve", REPO / "scripts" / "screenshot_serve.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-        spec.loader.exec_module(module)
-    return sys.modules["screenshot_serve"]
-
-
 def test_upload_shows_findings_and_heatmap_like_predict(
     serve_model: LoadedModel, serve_checkpoint: Path, serve_films: Path, predict_run: PredictRun, tmp_path: Path
 ) -> None:
-    driver = load_driver()
+    driver = load_script("screenshot_serve")
     if not driver.browser_settings().CHROMIUM.is_file():
         pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
     pytest.importorskip("playwright.sync_api", reason="Playwright not installed: pip install playwright")
@@ -72,7 +60,7 @@ def test_upload_shows_findings_and_heatmap_like_predict(
 
 
 def test_docs_page_needs_nothing_from_the_network(serve_model: LoadedModel, serve_checkpoint: Path) -> None:
-    driver = load_driver()
+    driver = load_script("screenshot_serve")
     if not driver.browser_settings().CHROMIUM.is_file():
         pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
     pytest.importorskip("fastapi_offline", reason="fastapi-offline not installed (Swagger UI's files for /docs): "
