@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import ImageDraw
 
 from cxr14 import cam
@@ -47,12 +46,10 @@ def find_boxes(data_dir: Path) -> Path:
 
 def heatmaps_for(model: LoadedModel, data: SplitData, rows: list[int], findings: list[int]) -> np.ndarray:
     """[N, S, S] HiResCAM maps of the given dataset rows, each for its finding, batched."""
-    c = model.classifier
     maps = []
     for start in range(0, len(rows), CAM_BATCH):
-        chunk = rows[start : start + CAM_BATCH]
-        pixels = torch.from_numpy(np.stack([data.dataset.source.read(i) for i in chunk])).unsqueeze(1)
-        maps.append(cam.heatmaps(c.model, c.transform(pixels.to(c.device)), findings[start : start + CAM_BATCH]))
+        pixels = np.stack([data.dataset.source.read(i) for i in rows[start : start + CAM_BATCH]])
+        maps.append(model.heatmaps(pixels, findings[start : start + CAM_BATCH]))
     return np.concatenate(maps)
 
 

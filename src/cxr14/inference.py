@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import datetime
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
-from cxr14 import checkpoint
+from cxr14 import cam, checkpoint
 from cxr14.calibration import apply_temperature
 from cxr14.data.transforms import DeviceTransform
 from cxr14.engine import Classifier, resolve_device, resolve_precision
@@ -48,6 +50,15 @@ class LoadedModel:
         if self.calibration is None:
             return np.zeros(np.shape(probs), dtype=bool)
         return decide(probs, self.calibration.thresholds)
+
+    def heatmaps(self, pixels: np.ndarray, findings: Sequence[int]) -> np.ndarray:
+        """[B, S, S] in [0, 1]: where the model found each image's finding, for uint8 model-size films [B, S, S].
+
+        HiResCAM through the classifier's own transform (cam.heatmaps); a PyTorch model only (see `explainable`).
+        """
+        c = self.classifier
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(1).to(c.device)
+        return cam.heatmaps(c.model, c.transform(x), findings)
 
     @property
     def explainable(self) -> bool:

@@ -144,14 +144,3 @@ def auroc(targets: Any, scores: Any) -> AurocResult:
             ", ".join(undefined),
         )
     return AurocResult(per_class=per_class, n_pos=n_pos, n_images=len(t))
-
-
-def format_table(result: AurocResult, title: str) -> str:
-    """A plain-text per-class table, for the terminal and the log."""
-    lines = [title, f"{'finding':<20}{'AUROC':>8}{'n_pos':>8}"]
-    for name in result.per_class:
-        value = result.per_class[name]
-        shown = f"{value:.4f}" if value is not None else "  n/a"
-        lines.append(f"{name:<20}{shown:>8}{result.n_pos[name]:>8}")
-    lines.append(f"{'mean':<20}{result.mean:>8.4f}   ({len(result.defined)} of {len(result.per_class)} defined)")
-    return "\n".join(lines)

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
@@ -108,10 +107,7 @@ def score_films(model: LoadedModel, films: Sequence[np.ndarray]) -> list[dict[st
 
 def heatmap(model: LoadedModel, film: np.ndarray, finding: int) -> np.ndarray:
     """[S, S] in [0, 1]: where the model found `finding` (an index into LABELS) on one decoded film."""
-    x = torch.from_numpy(to_model_size(film, model.data_config.image_size))[None, None]
-    c = model.classifier
-    inputs = c.transform(x.to(c.device))
-    return cam.heatmaps(c.model, inputs, [finding])[0]
+    return model.heatmaps(to_model_size(film, model.data_config.image_size)[None], [finding])[0]
 
 
 def overlay_stems(paths: Sequence[Path]) -> list[str]:
