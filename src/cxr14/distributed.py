@@ -11,10 +11,12 @@ and torchrun stops the remaining processes as soon as one exits with an error, r
 from __future__ import annotations
 
 import datetime
+import inspect
 import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from cxr14.engine import Predictions, resolve_device
 from cxr14.errors import UserError
@@ -100,6 +103,22 @@ def process_group(device_name: str, timeout_min: int) -> Iterator[DistInfo]:
         yield info
     finally:
         close(info)
+
+
+def wrap(model: torch.nn.Module, info: DistInfo) -> DistributedDataParallel:
+    """DDP without buffer syncing in forward: it would make every forward a collective, and a process with an
+    empty batch (all its images unreadable under --on_bad_image skip) would then wait forever for the others.
+    Parameters and buffers are still broadcast from rank 0 once, at construction."""
+    device_ids = [info.device.index] if info.device.type == "cuda" else None
+    no_forward_sync = (
+        {"forward_sync_buffers": False}  # torch >= 2.14 names it so and deprecates broadcast_buffers
+        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+        else {"broadcast_buffers": False}
+    )
+    # A depthwise conv's weight [C, 1, k, k] gets gradients whose size-1 dimension has another (meaningless)
+    # stride, and the reducer warns once per process that this "may impair performance": it does not.
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
+    return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True, **no_forward_sync)
 
 
 def any_rank(flag: bool, info: DistInfo) -> bool:

@@ -9,20 +9,16 @@ test_predictions.csv.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import shlex
 import sys
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from timm.scheduler import CosineLRScheduler
 from timm.utils import ModelEmaV3
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from cxr14 import checkpoint, distributed, evaluate
@@ -53,6 +49,7 @@ from cxr14.loss import make_loss
 from cxr14.metrics import AurocResult, auroc
 from cxr14.model import DataConfig, check_image_size, create_model
 from cxr14.runlog import TensorBoard, write_metrics_csv
+from cxr14.schedule import make_scheduler
 from cxr14.thresholds import ValidationChoice, choose_on_validation
 
 log = logging.getLogger(__name__)
@@ -120,44 +117,10 @@ def build_model(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, Data
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     if info.distributed:
-        model = wrap_ddp(model, info)
+        model = distributed.wrap(model, info)
     if cfg.compile:
         model = torch.compile(model)
     return model, data_config
-
-
-def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> DistributedDataParallel:
-    """DDP without buffer syncing in forward: it would make every forward a collective, and a process with an
-    empty batch (all its images unreadable under --on_bad_image skip) would then wait forever for the others.
-    Parameters and buffers are still broadcast from rank 0 once, at construction."""
-    device_ids = [info.device.index] if info.device.type == "cuda" else None
-    no_forward_sync = (
-        {"forward_sync_buffers": False}  # torch >= 2.14 names it so and deprecates broadcast_buffers
-        if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
-        else {"broadcast_buffers": False}
-    )
-    # A depthwise conv's weight [C, 1, k, k] gets gradients whose size-1 dimension has another (meaningless)
-    # stride, and the reducer warns once per process that this "may impair performance": it does not.
-    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning)
-    return DistributedDataParallel(model, device_ids=device_ids, gradient_as_bucket_view=True, **no_forward_sync)
-
-
-def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> Any:
-    """plateau (on validation mean AUROC, per epoch) or cosine with linear warm-up (per optimizer step)."""
-    if cfg.sched == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
-        )
-    warmup = cfg.warmup_epochs * steps_per_epoch
-    return CosineLRScheduler(
-        optimizer,
-        t_initial=max(1, cfg.num_epochs * steps_per_epoch - warmup),
-        lr_min=cfg.min_lr,
-        warmup_t=warmup,
-        warmup_lr_init=cfg.min_lr,
-        warmup_prefix=True,
-        t_in_epochs=False,
-    )
 
 
 def setup(cfg: TrainConfig, info: DistInfo) -> Run:
