@@ -122,7 +122,7 @@ def test_bad_checkpoints_and_folders(phantom_run, tmp_path: Path, capsys) -> Non
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:1000])
     code, err = evaluate(capsys, "--checkpoint", str(truncated), "--data_dir", str(data))
-    assert code == 2 and "Cannot read checkpoint" in err and "truncated.pth" in err
+    assert code == 2 and "truncated" in err and "truncated.pth" in err
     state = torch.load(good, weights_only=True)
     state["labels"] = list(reversed(state["labels"]))
     torch.save(state, tmp_path / "reordered.pth")
@@ -131,7 +131,10 @@ def test_bad_checkpoints_and_folders(phantom_run, tmp_path: Path, capsys) -> Non
     with (tmp_path / "code.pth").open("wb") as f:
         pickle.dump({"model": Payload()}, f)
     code, err = evaluate(capsys, "--checkpoint", str(tmp_path / "code.pth"), "--data_dir", str(data))
-    assert code == 2 and "Cannot read checkpoint" in err and "this must never run" not in err
+    assert code == 2 and "could run code" in err and "this must never run" not in err
+    (tmp_path / "config.json").write_text("{}")
+    code, err = evaluate(capsys, "--checkpoint", str(tmp_path / "config.json"), "--data_dir", str(data))
+    assert code == 2 and "is not a PyTorch file" in err
     no_boxes = tmp_path / "no_boxes"
     shutil.copytree(data, no_boxes, symlinks=True)
     (no_boxes / "BBox_List_2017.csv").unlink()

@@ -55,12 +55,39 @@ def load(path: Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or foreign file: one message for all readers' errors
-        raise UserError(f"Cannot read checkpoint {path} ({type(exc).__name__}: {exc}).") from exc
+        raise UserError(
+            f"Cannot read checkpoint {path}: {_unreadable(exc, path)}. Pass the best_model.pth (or last.pth) of a "
+            f"cxr14 training run; a copy cut short has to be copied again."
+        ) from exc
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
-        raise UserError(f"{path} is not a cxr14 checkpoint (format {FORMAT_VERSION}).")
-    if state["labels"] != list(LABELS):
-        raise UserError(f"{path} was trained with another label order: {state['labels']}")
+        raise UserError(
+            f"{path} is not a cxr14 checkpoint (format {FORMAT_VERSION}): pass the best_model.pth of a cxr14 "
+            f"training run, or what `cxr14 export` wrote (model.onnx, or the hf folder)."
+        )
+    if state.get("labels") != list(LABELS):
+        raise UserError(
+            f"{path} was trained with another label order ({state.get('labels')}); cxr14's is {list(LABELS)}, and "
+            f"reading its outputs in the wrong order would swap findings."
+        )
     return state
+
+
+def _unreadable(exc: Exception, path: Path) -> str:
+    """Why torch.load failed, in a clause (torch's own messages run to paragraphs and advise unsafe loading)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # neither torch's zip nor a pickle
+        return "it is not a PyTorch file"
+    text = str(exc)
+    if "Weights only load failed" in text:
+        return (
+            "it holds Python objects besides tensors and plain values, and loading those could run code "
+            "(torch.load(weights_only=True) refuses it, as it should)"
+        )
+    if "central directory" in text or "zip archive" in text or isinstance(exc, EOFError):
+        return "the file is truncated, or not a PyTorch file"
+    first = text.strip().splitlines()[0][:200] if text.strip() else ""
+    return f"{type(exc).__name__}: {first}"
 
 
 def model_from_checkpoint(state: dict[str, Any]) -> tuple[torch.nn.Module, DataConfig]:
