@@ -29,6 +29,8 @@ def trained(nih_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         "2",
         "--on_bad_image",
         "skip",
+        "--max_test_samples",
+        "12",  # of the 18 test images: the outputs must say that a subset was scored
         *SMALL,
     )
     assert result.returncode == 0, result.stderr
@@ -53,6 +55,11 @@ def test_metrics_json_schema(trained: Path) -> None:
     defined = [v["auroc"] for v in metrics["per_class"].values() if v["auroc"] is not None]
     assert defined and abs(metrics["mean_auroc"] - sum(defined) / len(defined)) < 1e-9
     assert metrics["n_images"] == sum(1 for _ in (trained / "test_predictions.csv").open()) - 1
+    # the test step goes through evaluate's code: intervals, and the subset named as such
+    assert metrics["mean_auroc_ci"][0] <= metrics["mean_auroc"] <= metrics["mean_auroc_ci"][1]
+    assert metrics["sample"]["scored"] == 12 and metrics["sample"]["of"] == 18
+    assert "full official test list" in metrics["sample"]["note"]
+    assert "random subset" in (trained / "report.html").read_text()
 
 
 def test_best_checkpoint_round_trip(trained: Path) -> None:
