@@ -48,8 +48,10 @@ def main() -> None:
         if boxes.is_file():
             loc = json.loads(boxes.read_text())["localisation"]
             ratio = loc["mean_hit_rate"] / loc["mean_chance"]
-            print(f"heatmaps on {loc['n_boxes']} phantom boxes: pointing-game hit rate {loc['mean_hit_rate']:.3f} "
-                  f"against chance {loc['mean_chance']:.3f} ({ratio:.1f}x; target >= 2x), IoU {loc['mean_iou']:.3f}")
+            print(
+                f"heatmaps on {loc['n_boxes']} phantom boxes: pointing-game hit rate {loc['mean_hit_rate']:.3f} "
+                f"against chance {loc['mean_chance']:.3f} ({ratio:.1f}x; target >= 2x), IoU {loc['mean_iou']:.3f}"
+            )
         print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -74,3 +74,26 @@ def test_a_failing_process_ends_the_job_with_its_error(data: Path, tmp_path: Pat
     assert "Cannot decode image" in result.stderr and victim.name in result.stderr
     assert "Root Cause" in result.stderr  # torchrun's summary names the first failure, with our message
     assert "]: Traceback" not in result.stderr  # no worker traceback ("[rank1]: Traceback ..."): only torchrun's
+
+
+def test_a_process_whose_whole_batch_was_skipped_still_joins_the_step(data: Path, tmp_path: Path) -> None:
+    # With --on_bad_image skip and 1 image per process, the step that draws the corrupt image has nothing to
+    # train on in one process. If that process skipped its backward, the other would wait in DDP's gradient
+    # all-reduce until --dist_timeout (1 min) and the job would fail; it must finish instead.
+    broken = tmp_path / "data"
+    broken.mkdir()
+    for item in data.iterdir():
+        if item.name != "images":
+            (broken / item.name).symlink_to(item)
+    (broken / "images").mkdir()
+    for png in (data / "images").iterdir():
+        (broken / "images" / png.name).symlink_to(png)
+    victim = broken / "images" / "00000003_001.png"  # a training image
+    victim.unlink()
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    tiny = [a for a in TINY_TRAIN if a not in ("--batch_size", "8")]
+    args = ["--data_dir", str(broken), *tiny, "--batch_size", "1", "--num_epochs", "1", "--on_bad_image", "skip"]
+    result = run_cli(*torchrun(2, *args, "--dist_timeout", "1", "--output_dir", str(tmp_path / "r")), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "epoch 1: 1 unreadable training image(s) skipped" in result.stderr, result.stderr[-3000:]
+    assert (tmp_path / "r" / "best_model.pth").is_file()

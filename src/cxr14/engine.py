@@ -151,12 +151,37 @@ def _bar(loader: Iterable, desc: str, progress: bool, total: int | None = None, 
     return tqdm(loader, desc=desc, disable=not progress, leave=False, dynamic_ncols=True, total=total, initial=initial)
 
 
+def _is_ddp(model: torch.nn.Module) -> bool:
+    return hasattr(getattr(model, "_orig_mod", model), "no_sync")  # torch.compile wraps DDP
+
+
 def _no_sync(model: torch.nn.Module, sync: bool) -> contextlib.AbstractContextManager:
     """DDP's no_sync for micro-batches that do not end an optimizer step (no all-reduce of partial gradients)."""
-    inner = getattr(model, "_orig_mod", model)  # torch.compile wraps DDP
-    if sync or not hasattr(inner, "no_sync"):
+    if sync or not _is_ddp(model):
         return contextlib.nullcontext()
-    return inner.no_sync()
+    return getattr(model, "_orig_mod", model).no_sync()
+
+
+def _join_gradient_sync(s: Stepper, size: int, device: torch.device) -> None:
+    """Take part in DDP's gradient all-reduce for a step whose whole micro-batch was unreadable (skipped).
+
+    Every process must run the same collectives in the same order: a process that skipped its backward would
+    pair its next all-reduce with the others' current one, and gloo/NCCL abort on the mismatch. So this process
+    runs one blank image with its loss multiplied by zero: it adds nothing to the averaged gradient, and its
+    earlier accumulated micro-batches still reach the others. BatchNorm's running statistics are left as they
+    were (momentum 0 for this forward). A single process simply skips the step's backward.
+    """
+    norms = [m for m in s.model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        with s.precision.autocast():
+            loss = s.model(torch.zeros(1, 1, size, size, device=device)).float().sum() * 0.0
+        backward(loss, s.optim)
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
 
 
 def train_one_epoch(
@@ -192,6 +217,8 @@ def train_one_epoch(
             backward(loss, s.optim, divisor=min(s.accum_steps, n_steps - group_start))
             total += loss.detach().double() * len(targets)
             seen += len(targets)
+        elif boundary and _is_ddp(s.model):
+            _join_gradient_sync(s, loader.dataset.source.size, device)
         if not boundary:
             continue
         optimizer_step(s.model, s.optim)
