@@ -54,18 +54,23 @@ def test_two_processes_match_one_with_the_same_global_batch(data: Path, tmp_path
     assert not any(k.startswith("module.") for k in best["model"])  # saved unwrapped
 
 
-def test_a_failing_process_ends_the_job_with_its_error(data: Path, tmp_path: Path) -> None:
+def with_a_corrupt_training_image(data: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A linked copy of `data` in which one training image is corrupt: (folder, that image)."""
     broken = tmp_path / "data"
-    broken.mkdir()
+    (broken / "images").mkdir(parents=True)
     for item in data.iterdir():
-        (broken / item.name).symlink_to(item)
-    (broken / "images").unlink()
-    (broken / "images").mkdir()
+        if item.name != "images":
+            (broken / item.name).symlink_to(item)
     for png in (data / "images").iterdir():
         (broken / "images" / png.name).symlink_to(png)
-    victim = broken / "images" / "00000003_001.png"  # a training image
+    victim = broken / "images" / "00000003_001.png"
     victim.unlink()
     victim.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return broken, victim
+
+
+def test_a_failing_process_ends_the_job_with_its_error(data: Path, tmp_path: Path) -> None:
+    broken, victim = with_a_corrupt_training_image(data, tmp_path)
     result = run_cli(
         *torchrun(2, "--data_dir", str(broken), *TINY_TRAIN, "--num_epochs", "1", "--output_dir", str(tmp_path / "r")),
         timeout=300,  # a process left waiting on a collective would hang the job: subprocess raises on timeout
@@ -80,17 +85,7 @@ def test_a_process_whose_whole_batch_was_skipped_still_joins_the_step(data: Path
     # With --on_bad_image skip and 1 image per process, the step that draws the corrupt image has nothing to
     # train on in one process. If that process skipped its backward, the other would wait in DDP's gradient
     # all-reduce until --dist_timeout (1 min) and the job would fail; it must finish instead.
-    broken = tmp_path / "data"
-    broken.mkdir()
-    for item in data.iterdir():
-        if item.name != "images":
-            (broken / item.name).symlink_to(item)
-    (broken / "images").mkdir()
-    for png in (data / "images").iterdir():
-        (broken / "images" / png.name).symlink_to(png)
-    victim = broken / "images" / "00000003_001.png"  # a training image
-    victim.unlink()
-    victim.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    broken, _ = with_a_corrupt_training_image(data, tmp_path)
     tiny = [a for a in TINY_TRAIN if a not in ("--batch_size", "8")]
     args = ["--data_dir", str(broken), *tiny, "--batch_size", "1", "--num_epochs", "1", "--on_bad_image", "skip"]
     result = run_cli(*torchrun(2, *args, "--dist_timeout", "1", "--output_dir", str(tmp_path / "r")), timeout=300)
