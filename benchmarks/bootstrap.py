@@ -24,9 +24,9 @@ import numpy as np
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
-from cxr14.bootstrap import image_weights, patient_bootstrap, resampled_aurocs
+from cxr14.judging.bootstrap import image_weights, patient_bootstrap, resampled_aurocs
+from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.labels import LABELS
-from cxr14.subgroups import demographic_groups, subgroup_aurocs
 
 #: Positives per finding in the official test split (LABELS order), from shared/nih/README.md.
 TEST_POSITIVES = (3279, 1069, 4658, 6112, 1748, 1623, 555, 2665, 1815, 925, 1093, 435, 1143, 86)

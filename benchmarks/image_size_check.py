@@ -15,7 +15,7 @@ import statistics
 import time
 
 from cxr14.errors import UserError
-from cxr14.model import check_image_size
+from cxr14.model.create import check_image_size
 
 MODELS = (
     "convnext_tiny",

@@ -31,12 +31,14 @@ import onnxruntime as ort
 import torch
 
 from cxr14.data.transforms import DeviceTransform
-from cxr14.engine import Classifier, resolve_precision
-from cxr14.export import fields
-from cxr14.export.onnx_file import INPUT, PixelsToProbabilities, write_onnx
-from cxr14.export.verify import phantom_films
-from cxr14.inference import load_model
-from cxr14.model import build, data_config
+from cxr14.model import fields
+from cxr14.model.create import build, data_config
+from cxr14.model.device import resolve_precision
+from cxr14.model.inference import Classifier
+from cxr14.model.loading import load_model
+from cxr14.model.onnx_runtime import INPUT
+from cxr14.using.export.onnx_file import PixelsToProbabilities, write_onnx
+from cxr14.using.export.verify import phantom_films
 
 
 def median_seconds(steps: list[Callable[[], object]], warmup: int, repeat: int) -> list[float]:

@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from cxr14 import checkpoint
 from cxr14.config import PredictConfig
 from cxr14.data.phantom import render
-from cxr14.inference import load_model
 from cxr14.labels import NUM_CLASSES
-from cxr14.model import create_model
-from cxr14.predict import run_predict
+from cxr14.model import checkpoint
+from cxr14.model.create import create_model
+from cxr14.model.loading import load_model
+from cxr14.using.predict import run_predict
 
 
 def write_films(folder: Path, n: int, size: int) -> None:

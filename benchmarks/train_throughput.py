@@ -29,12 +29,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxr14 import distributed
 from cxr14.config import TrainConfig
 from cxr14.data import phantom
 from cxr14.data.loaders import prepare_cache
-from cxr14.engine import EpochProgress, train_one_epoch, unwrap
-from cxr14.train import setup
+from cxr14.model.device import unwrap
+from cxr14.training import distributed
+from cxr14.training.conductor import setup
+from cxr14.training.step import EpochProgress, train_one_epoch
 
 #: Dense peak FLOP/s (no sparsity) by GPU name fragment: (bf16/fp16 tensor cores, TF32 tensor cores).
 PEAKS = {

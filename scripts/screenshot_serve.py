@@ -4,7 +4,7 @@ screenshots. Also makes the README's docs/serve.png.
     python scripts/screenshot_serve.py --checkpoint runs/demo-*/best_model.pth --film demo_data/images/X.png
     python scripts/screenshot_serve.py --checkpoint ... --film ... --out shot.png --width 390 --height 844
 
-The server runs in this process on a free port of 127.0.0.1 (`cxr14.serve.runner.in_thread`: the real uvicorn
+The server runs in this process on a free port of 127.0.0.1 (`cxr14.using.serve.runner.in_thread`: the real uvicorn
 and sockets). Chromium and its offline flags are screenshot_report.py's. tests/test_serve_browser.py uses
 `drive_page` from here, so the test and the README picture see the page the same way.
 """
@@ -175,9 +175,9 @@ def main(argv: list[str] | None = None) -> int:
         print("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)", file=sys.stderr)
         return 2
     from cxr14.config import ServeConfig
-    from cxr14.inference import load_model
-    from cxr14.serve.app import create_app
-    from cxr14.serve.runner import in_thread
+    from cxr14.model.loading import load_model
+    from cxr14.using.serve.app import create_app
+    from cxr14.using.serve.runner import in_thread
 
     app = create_app(load_model(args.checkpoint, "cpu"), ServeConfig(checkpoint=args.checkpoint))
     size = (args.width, args.height)

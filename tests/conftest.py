@@ -101,7 +101,7 @@ def phantom_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """
     from cxr14.config import TrainConfig
     from cxr14.data import phantom
-    from cxr14.train import train
+    from cxr14.training.conductor import train
 
     root = tmp_path_factory.mktemp("phantom_run")
     s = PHANTOM_RUN

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr14.inference import LoadedModel, load_model
+from cxr14.model.loading import LoadedModel, load_model
 from tests.test_films import dicom_bytes, make_dicom
 
 

@@ -7,9 +7,10 @@ import pytest
 import torch
 from scipy.special import expit, logit
 
-from cxr14.calibration import apply_temperature, expected_calibration_error, fit_temperature, reliability_bins
+from cxr14.judging.calibration import expected_calibration_error, fit_temperature, reliability_bins
+from cxr14.judging.thresholds import choose_on_validation, operating_point, youden_thresholds
 from cxr14.labels import LABELS
-from cxr14.thresholds import ValidationChoice, choose_on_validation, decide, operating_point, youden_thresholds
+from cxr14.model.decision import ValidationChoice, apply_temperature, decide
 
 
 def brute_force_youden(y: np.ndarray, p: np.ndarray) -> float:

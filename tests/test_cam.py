@@ -11,10 +11,11 @@ import timm
 import torch
 from PIL import Image
 
-from cxr14 import cam, checkpoint, localisation
 from cxr14.data.images import read_gray
 from cxr14.data.transforms import DeviceTransform
+from cxr14.judging import localisation
 from cxr14.labels import LABELS, NUM_CLASSES
+from cxr14.model import cam, checkpoint
 
 SIZE = 64
 #: The seed architectures at a small, non-native size (random weights): each family once (ConvNeXt as its

@@ -12,12 +12,13 @@ from sklearn.metrics import roc_auc_score
 from torchvision.ops import sigmoid_focal_loss
 
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
-from cxr14.engine import EpochProgress, Optim, Precision, Stepper, backward, optimizer_step, train_one_epoch
 from cxr14.errors import UserError
+from cxr14.judging.metrics import auroc
 from cxr14.labels import LABELS, decode, encode
-from cxr14.loss import make_loss
-from cxr14.metrics import auroc
-from cxr14.model import build, create_model
+from cxr14.model.create import build, create_model
+from cxr14.model.device import Precision
+from cxr14.training.loss import make_loss
+from cxr14.training.step import EpochProgress, Optim, Stepper, backward, optimizer_step, train_one_epoch
 
 
 def test_labels_round_trip() -> None:
@@ -116,8 +117,8 @@ def test_pretrained_mismatch_and_unknown_model(tmp_path: Path) -> None:
 
 
 def test_pretrained_offline_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cxr14.model._cached_weights", lambda cfg: None)  # nothing in the local cache
-    monkeypatch.setattr("cxr14.model.hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr("cxr14.model.create._cached_weights", lambda cfg: None)  # nothing in the local cache
+    monkeypatch.setattr("cxr14.model.create.hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError, match="--pretrained_path"):
         create_model("convnext_atto", True, None, 64)
 

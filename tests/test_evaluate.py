@@ -15,8 +15,8 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxr14.cli import main
+from cxr14.judging.thresholds import youden_thresholds
 from cxr14.labels import LABELS
-from cxr14.thresholds import youden_thresholds
 
 pytestmark = pytest.mark.slow
 

@@ -20,12 +20,12 @@ from PIL import Image
 from cxr14.cli import main
 from cxr14.config import PredictConfig
 from cxr14.errors import UserError
-from cxr14.export import verify
-from cxr14.export.card import SOURCE_LINE, USAGE
-from cxr14.export.onnx_file import TRACE_BATCH
-from cxr14.inference import load_model
 from cxr14.labels import LABELS
-from cxr14.predict import run_predict
+from cxr14.model.loading import load_model
+from cxr14.using.export import verify
+from cxr14.using.export.card import SOURCE_LINE, USAGE
+from cxr14.using.export.onnx_file import TRACE_BATCH
+from cxr14.using.predict import run_predict
 
 onnxruntime = pytest.importorskip("onnxruntime")
 TOL = 1e-4
@@ -161,8 +161,8 @@ def test_predict_reads_onnx_and_hf_like_the_checkpoint(exported, films) -> None:
 @pytest.fixture(scope="module")
 def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cxr14 checkpoint of timm's smallest ViT at 32 px (its own size is 160), untrained and uncalibrated."""
-    from cxr14 import checkpoint
-    from cxr14.model import build, data_config
+    from cxr14.model import checkpoint
+    from cxr14.model.create import build, data_config
 
     model = build("test_vit", image_size=32)
     path = tmp_path_factory.mktemp("tiny") / "best_model.pth"
@@ -208,7 +208,7 @@ def test_existing_out_is_kept_without_force_and_replaced_with_it(tiny_vit: Path,
 
 def test_unexportable_operator_is_named(tiny_vit: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An operator the ONNX exporter cannot translate (zeta) ends the export with its name, and nothing is left."""
-    from cxr14.export import onnx_file
+    from cxr14.using.export import onnx_file
 
     class WithZeta(onnx_file.PixelsToProbabilities):
         def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

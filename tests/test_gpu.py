@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
-from cxr14.engine import Optim, backward, optimizer_step, resolve_precision
-from cxr14.loss import make_loss
-from cxr14.model import build
+from cxr14.model.create import build
+from cxr14.model.device import resolve_precision
+from cxr14.training.loss import make_loss
+from cxr14.training.step import Optim, backward, optimizer_step
 from tests.conftest import REPO, TINY_TRAIN, make_nih_folder, run_cli
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]

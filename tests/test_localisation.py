@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr14 import localisation as loc
 from cxr14.data.bbox import BBOX_HEADER, BOXED, format_boxes
 from cxr14.data.packaged import resource
 from cxr14.errors import UserError
+from cxr14.judging import localisation as loc
 
 
 def test_real_box_list_reads_and_writes_back_byte_for_byte(tmp_path: Path) -> None:

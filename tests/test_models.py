@@ -14,9 +14,9 @@ from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 
-from cxr14 import checkpoint
 from cxr14.errors import UserError
-from cxr14.model import build, check_image_size, create_model
+from cxr14.model import checkpoint
+from cxr14.model.create import build, check_image_size, create_model
 from tests.conftest import REPO, make_nih_folder, run_cli
 
 #: Each seed model at a small size other than its pretraining size (224), chosen to make timm adapt:

@@ -12,8 +12,8 @@ from PIL import Image
 from cxr14.data import phantom
 from cxr14.data.bbox import BBOX_HEADER, BOXED
 from cxr14.errors import UserError
+from cxr14.judging.localisation import read_boxes
 from cxr14.labels import LABELS, NUM_CLASSES, encode
-from cxr14.localisation import read_boxes
 
 N_PATIENTS, SIZE = 12, 64
 

@@ -17,10 +17,10 @@ from PIL import Image, ImageDraw, ImageStat
 from cxr14.data.metadata import Demographics
 from cxr14.data.splits import Split
 from cxr14.errors import UserError
-from cxr14.evaluate import Scoring, score, write_outputs
+from cxr14.judging.evaluate import Scoring, score, write_outputs
+from cxr14.judging.report import write_report
+from cxr14.judging.thresholds import choose_on_validation
 from cxr14.labels import LABELS
-from cxr14.report import write_report
-from cxr14.thresholds import choose_on_validation
 from tests.conftest import load_script
 
 GALLERY_FILE = "heatmaps/00000003_001-Mass.png"

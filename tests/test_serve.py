@@ -28,14 +28,14 @@ pytest.importorskip("fastapi", reason="the serve extra is not installed: pip ins
 import httpx
 
 from cxr14.config import ServeConfig
-from cxr14.engine import Classifier
 from cxr14.errors import UserError
-from cxr14.inference import LoadedModel
 from cxr14.labels import LABELS
-from cxr14.serve import runner
-from cxr14.serve.app import create_app
-from cxr14.serve.pool import ModelGate
-from cxr14.serve.uploads import FRAMING, client_name
+from cxr14.model.inference import Classifier
+from cxr14.model.loading import LoadedModel
+from cxr14.using.serve import runner
+from cxr14.using.serve.app import create_app
+from cxr14.using.serve.pool import ModelGate
+from cxr14.using.serve.uploads import FRAMING, client_name
 from tests.conftest import run_cli
 from tests.test_films import _png_header_only, dicom_bytes, make_dicom
 

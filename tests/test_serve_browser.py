@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 from PIL import Image, ImageStat
 
-from cxr14.inference import LoadedModel
+from cxr14.model.loading import LoadedModel
 from tests.conftest import load_script
 
 pytest.importorskip("fastapi", reason="the serve extra is not installed: pip install 'cxr14[serve]'")
@@ -31,8 +31,8 @@ def test_upload_shows_findings_and_heatmap_like_predict(
         pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
     pytest.importorskip("playwright.sync_api", reason="Playwright not installed: pip install playwright")
     from cxr14.config import ServeConfig
-    from cxr14.serve.app import create_app
-    from cxr14.serve.runner import in_thread
+    from cxr14.using.serve.app import create_app
+    from cxr14.using.serve.runner import in_thread
 
     app = create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))
     # The PNG chosen with the file input on a desktop; the DICOM dropped on the drop zone on a phone.
@@ -66,8 +66,8 @@ def test_docs_page_needs_nothing_from_the_network(serve_model: LoadedModel, serv
     pytest.importorskip("fastapi_offline", reason="fastapi-offline not installed (Swagger UI's files for /docs): "
                         "pip install 'cxr14[serve]'")  # fmt: skip
     from cxr14.config import ServeConfig
-    from cxr14.serve.app import create_app
-    from cxr14.serve.runner import in_thread
+    from cxr14.using.serve.app import create_app
+    from cxr14.using.serve.runner import in_thread
 
     with in_thread(create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))) as url:
         seen = driver.visit_docs(url)

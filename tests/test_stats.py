@@ -9,13 +9,19 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxr14.adjudicated import read_google_labels, score_adjudicated
-from cxr14.bootstrap import BootstrapResult, format_intervals, image_weights, patient_bootstrap, resampled_aurocs
 from cxr14.data.packaged import resource
 from cxr14.errors import UserError
+from cxr14.judging.adjudicated import read_google_labels, score_adjudicated
+from cxr14.judging.bootstrap import (
+    BootstrapResult,
+    format_intervals,
+    image_weights,
+    patient_bootstrap,
+    resampled_aurocs,
+)
+from cxr14.judging.metrics import merge_json
+from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.labels import LABELS
-from cxr14.metrics import merge_json
-from cxr14.subgroups import demographic_groups, subgroup_aurocs
 
 
 def cohort(n_patients: int, seed: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr14 import checkpoint
 from cxr14.labels import LABELS
+from cxr14.model import checkpoint
 from tests.conftest import REPO, TINY_TRAIN, run_cli
 
 SMALL = [*TINY_TRAIN, "--learning_rate", "1e-3"]

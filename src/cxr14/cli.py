@@ -43,7 +43,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from cxr14.train import train
+    from cxr14.training.conductor import train
 
     train(from_args(TrainConfig, args))
 
@@ -60,7 +60,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from cxr14.evaluate import evaluate
+    from cxr14.judging.evaluate import evaluate
 
     evaluate(from_args(EvaluateConfig, args))
 
@@ -81,7 +81,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from cxr14.predict import run_predict
+    from cxr14.using.predict import run_predict
 
     run_predict(from_args(PredictConfig, args))
 
@@ -100,7 +100,7 @@ def add_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from cxr14.report import write_report
+    from cxr14.judging.report import write_report
 
     write_report(args.folder, args.history)  # it logs where
 
@@ -119,7 +119,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    from cxr14.serve.runner import serve
+    from cxr14.using.serve.runner import serve
 
     serve(from_args(ServeConfig, args))
 
@@ -138,7 +138,7 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from cxr14.export.run import run_export
+    from cxr14.using.export.run import run_export
 
     run_export(from_args(ExportConfig, args))
 
@@ -191,7 +191,7 @@ def add_phantom(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from cxr14.demo import run_demo
+    from cxr14.training.demo import run_demo
 
     run_demo(from_args(DemoConfig, args))
 
@@ -337,7 +337,7 @@ def run(func: Command, args: argparse.Namespace) -> int:
     except Stopped as stop:
         return stop.status
     except Exception as exc:
-        from cxr14 import distributed  # torch, imported only when there is something to ask
+        from cxr14.training import distributed  # torch, imported only when there is something to ask
 
         if not distributed.peer_failed(exc):
             raise
@@ -355,7 +355,7 @@ def run(func: Command, args: argparse.Namespace) -> int:
 
 def _report_to_torchrun(message: str) -> None:
     if "TORCHELASTIC_ERROR_FILE" in os.environ:
-        from cxr14 import distributed
+        from cxr14.training import distributed
 
         distributed.report_failure(message)
 

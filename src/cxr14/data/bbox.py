@@ -4,7 +4,7 @@
 finding, then x, y, w, h (left, top, width, height) in the PNG's pixel space, as floats with up to 15
 significant digits. LF line endings and a final newline. The header names the four coordinates as one
 bracketed column, so it has three trailing empty names. The file spells Infiltration "Infiltrate".
-Reading (with checks and a DataFrame) is `cxr14.localisation.read_boxes`; this module stays light
+Reading (with checks and a DataFrame) is `cxr14.judging.localisation.read_boxes`; this module stays light
 because phantom render workers import it.
 """
 

@@ -33,10 +33,10 @@ from cxr14.data.archives import Archive, nih_archives, nih_contents, read_urls_f
 from cxr14.data.extract import unpack
 from cxr14.data.fetch import Progress, Stopped, fetch, make_session, md5_of
 from cxr14.data.images import index_images
+from cxr14.data.net import reachable
 from cxr14.data.packaged import write_metadata
 from cxr14.errors import UserError
 from cxr14.files import exclusive, write_text
-from cxr14.net import reachable
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,210 @@
+"""Judging a trained model on a split: intervals, operating points, calibration, subgroups, radiologists' reads.
+
+`score` turns a split's logits into the metrics.json content; `write_outputs` puts it in a folder with
+per_class.csv, the per-image predictions and report.html. The training run's test step and `cxr14 evaluate`
+both call these two, so a run folder and an evaluation folder read the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import DataLoader
+
+from cxr14 import __version__
+from cxr14.config import EvaluateConfig, TrainConfig
+from cxr14.data.loaders import build_datasets
+from cxr14.data.metadata import find_in
+from cxr14.data.splits import Split, describe_lists
+from cxr14.errors import UserError
+from cxr14.files import write_text
+from cxr14.judging.adjudicated import GOOGLE_FILE, read_google_labels, score_adjudicated
+from cxr14.judging.bootstrap import format_intervals, patient_bootstrap
+from cxr14.judging.calibration import expected_calibration_error, reliability_bins
+from cxr14.judging.metrics import merge_json
+from cxr14.judging.report import write_report
+from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES
+from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
+from cxr14.judging.thresholds import operating_point
+from cxr14.labels import LABELS
+from cxr14.model.decision import ValidationChoice, apply_temperature
+from cxr14.model.inference import predict
+from cxr14.model.loading import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "threshold", "sensitivity",
+                    "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """How a split is scored: bootstrap size and seed, calibration bins."""
+
+    n_resamples: int = 2000
+    seed: int = 0
+    level: float = 0.95
+    n_bins: int = 10
+
+
+def sample_note(split: Split) -> dict[str, Any] | None:
+    """Say plainly when a split was scored on a random subset (training's --max_test_samples)."""
+    if split.capped_from is None:
+        return None
+    return {
+        "scored": len(split),
+        "of": split.capped_from,
+        "note": (
+            f"Scored on a seeded random subset of {len(split):,} of the {split.capped_from:,} {split.name} images "
+            f"(--max_test_samples). Published ChestX-ray14 results use the full official test list "
+            f"({OFFICIAL_TEST_IMAGES:,} images); run `cxr14 evaluate` for the whole split."
+        ),
+    }
+
+
+def data_record(cfg: TrainConfig) -> dict[str, Any]:
+    """Where the scored images came from, for metrics.json and the report's model card."""
+    return {"data_dir": str(cfg.data_dir), "lists": describe_lists(cfg.data_dir, cfg.seed)}
+
+
+def score(
+    split: Split,
+    logits: np.ndarray,
+    calibration: ValidationChoice | None,
+    scoring: Scoring,
+    data: dict[str, Any],
+    google: Any = None,
+) -> dict[str, Any]:
+    """metrics.json for `split` (rows aligned with `logits`): the training schema plus intervals and the rest."""
+    targets = split.labels
+    temperature = calibration.temperature if calibration is not None else None
+    probs = apply_temperature(logits, temperature)
+    boot = patient_bootstrap(targets, probs, split.patients, scoring.n_resamples, scoring.seed, scoring.level)
+    thresholds = calibration.thresholds if calibration is not None else np.full(len(LABELS), np.nan)
+    points = operating_point(targets, probs, thresholds)
+    reliability = reliability_bins(targets, probs, scoring.n_bins)
+    d = split.demographics
+    groups = demographic_groups(d.sex, d.age, d.view)
+    subgroups = subgroup_aurocs(targets, probs, split.patients, groups, scoring.n_resamples, scoring.seed)
+    adjudicated = score_adjudicated(split.names, probs, targets, google, scoring.n_resamples, scoring.seed) \
+        if google is not None else None  # fmt: skip
+    metrics = merge_json(boot.to_json(), points.to_json(), reliability.to_json(), {"split": split.name})
+    metrics["calibration"] = {
+        "temperature": None if temperature is None else [float(t) for t in temperature],
+        "ece_before_temperature": None if temperature is None
+        else [float(e) for e in expected_calibration_error(targets, apply_temperature(logits), scoring.n_bins)],
+        "reliability": reliability.bins_json(),
+    }  # fmt: skip
+    metrics["thresholds"] = {**(calibration.to_json() if calibration else {}), "chosen_on": "validation"} \
+        if calibration else None  # fmt: skip
+    metrics["subgroups"] = subgroups.to_json()
+    metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
+    metrics["sample"] = sample_note(split)
+    metrics["data"] = data
+    metrics["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    metrics["cxr14_version"] = __version__
+    print(format_intervals(boot, f"{split.name} split: AUROC with {scoring.level:.0%} patient-bootstrap intervals"))
+    if metrics["sample"]:
+        log.warning("%s", metrics["sample"]["note"])
+    return metrics
+
+
+def find_google_labels(data_dir: Path) -> Any:
+    """Google's adjudicated labels when they sit in the data folder (plain or gzipped), else None."""
+    found = find_in(data_dir, GOOGLE_FILE)
+    if found is None:
+        return None
+    log.info("scoring against radiologists' reads in %s", found)
+    return read_google_labels(found)
+
+
+def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.ndarray, card: dict[str, Any]) -> None:
+    """metrics.json, per_class.csv, SPLIT_predictions.csv and report.html into `out`, each written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / "metrics.json", json.dumps({**metrics, "model": card}, indent=2) + "\n")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["finding", *PER_CLASS_FIELDS])
+    for name in LABELS:
+        row = metrics["per_class"][name]
+        writer.writerow([name, *(_cell(row.get(k)) for k in PER_CLASS_FIELDS)])
+    write_text(out / "per_class.csv", buf.getvalue())
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "patient", *LABELS, *(f"true_{name}" for name in LABELS)])
+    for name, patient, p, t in zip(split.names, split.patients, probs, split.labels, strict=True):
+        writer.writerow([name, int(patient), *(repr(float(v)) for v in p), *(int(v) for v in t)])
+    write_text(out / f"{split.name}_predictions.csv", buf.getvalue())
+    write_report(out)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return f"{value:.6f}" if isinstance(value, float) else str(value)
+
+
+def data_config_for(cfg: EvaluateConfig, state_config: dict[str, Any]) -> TrainConfig:
+    """The training run's data settings (split fraction, seed, size) with this command's folder and options."""
+    return TrainConfig.from_json(
+        state_config,
+        data_dir=cfg.data_dir,
+        csv=cfg.csv,
+        cache_dir=cfg.cache_dir,
+        max_test_samples=cfg.max_samples if cfg.split == "test" else 0,
+        on_bad_image=cfg.on_bad_image,
+        batch_size=max(1, cfg.batch_size // 2),  # the loader doubles it for evaluation
+        num_workers=cfg.num_workers,
+        progress=cfg.progress,
+    )
+
+
+def default_out(cfg: EvaluateConfig) -> Path:
+    return cfg.checkpoint.parent / f"eval-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
+    """`cxr14 evaluate`: score a checkpoint on a split of a data folder and write the outputs."""
+    out = cfg.out or default_out(cfg)
+    if (out / "metrics.json").exists():
+        raise UserError(f"{out} already holds an evaluation (metrics.json); pass another --out.")
+    if cfg.bbox:
+        from cxr14.judging.evaluate_boxes import find_boxes
+
+        find_boxes(cfg.data_dir)  # before minutes of scoring, not after
+    model = load_model(cfg.checkpoint, cfg.device)
+    train_cfg = data_config_for(cfg, model.card["config"])
+    if cfg.split == "val" and cfg.max_samples:
+        log.warning("--max_samples applies to the test split only; scoring the whole validation split")
+    data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
+    split, logits = predict_split(model, data.dataset, data.split, train_cfg)
+    google = find_google_labels(cfg.data_dir) if cfg.split == "test" else None
+    scoring = Scoring(cfg.n_resamples, cfg.seed)
+    metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google)
+    if cfg.bbox:
+        from cxr14.judging.evaluate_boxes import localise
+
+        metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out)
+    write_outputs(out, metrics, split, model.probabilities(logits), model.card)
+    log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
+    return metrics
+
+
+def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConfig) -> tuple[Split, np.ndarray]:
+    """Logits for every readable image of a split, and the split reduced to those images (same order)."""
+    from cxr14.data.loaders import make_loader
+
+    loader: DataLoader = make_loader(dataset, cfg, train=False, device=model.classifier.device)
+    pred = predict(model.classifier, loader, desc=split.name, progress=cfg.progress)
+    if pred.n_bad:
+        log.warning("%s: %d unreadable image(s) skipped", split.name, pred.n_bad)
+    if len(pred.index) == 0:
+        raise UserError(f"No readable image in the {split.name} split; see the skipped-image count above.")
+    return split.take(pred.index), pred.logits

@@ -1,0 +1,186 @@
+"""`cxr14 predict`: new films (PNG, JPEG, DICOM) -> batches -> engine.predict -> one row per film; CAM overlays.
+
+Films are read in DataLoader workers (`films.read_film`, then the project's one resize), batched as uint8 and
+scored through the same `engine.predict` as training's test step and `evaluate`, with the checkpoint's own
+data config, temperature and thresholds (`inference.load_model`). An unreadable file is skipped, named with
+its reason, and counted; the others still get their rows. The web page calls `score_films` and
+`heatmap` below, so it answers exactly what this command prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from cxr14.config import PredictConfig
+from cxr14.data.dataset import XrayDataset, collate_skipping_bad
+from cxr14.data.films import list_films, read_film
+from cxr14.data.images import resize_gray
+from cxr14.errors import UserError
+from cxr14.files import atomic_path, write_text
+from cxr14.labels import LABELS
+from cxr14.model import cam
+from cxr14.model.inference import predict
+from cxr14.model.loading import LoadedModel, load_model
+
+log = logging.getLogger(__name__)
+#: Overlays are drawn on the film at most this size (a 3,000 px DICOM need not make a 3,000 px PNG).
+OVERLAY_MAX = 1024
+
+
+def to_model_size(film: np.ndarray, size: int) -> np.ndarray:
+    """A decoded film (any size) as the model's uint8 (size, size) input, through the project's one resize."""
+    return np.array(resize_gray(Image.fromarray(film), size))
+
+
+class FilmSource:
+    """An ImageSource over film files: decode (PNG/JPEG/DICOM) and resize to the model's size."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths = [str(p) for p in paths]
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def read(self, i: int) -> np.ndarray:
+        return to_model_size(read_film(self.paths[i]), self.size)
+
+    def name(self, i: int) -> str:
+        return self.paths[i]
+
+
+class PixelSource:
+    """An ImageSource over films already decoded in memory (an upload to the web page)."""
+
+    def __init__(self, films: Sequence[np.ndarray], size: int) -> None:
+        self.films = list(films)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.films)
+
+    def read(self, i: int) -> np.ndarray:
+        return to_model_size(self.films[i], self.size)
+
+    def name(self, i: int) -> str:
+        return f"image {i}"
+
+
+def _loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> DataLoader:
+    """Unlabelled films as uint8 batches; unreadable ones come back flagged and are skipped, not fatal."""
+    dataset = XrayDataset(source, np.zeros((len(source), len(LABELS)), np.uint8), skip_bad=True)
+    workers = min(workers, max(0, len(source) // batch_size))  # no worker processes for a handful of films
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
+
+
+def rows(model: LoadedModel, names: Sequence[str], logits: np.ndarray) -> list[dict[str, Any]]:
+    """One dict per film: its name, the 14 calibrated probabilities and the findings at or above threshold."""
+    probs = model.probabilities(logits)
+    calls = model.calls(probs)
+    return [
+        {
+            "file": name,
+            "probabilities": {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)},
+            "findings": [label for label, c in zip(LABELS, called, strict=True) if c],
+        }
+        for name, row, called in zip(names, probs, calls, strict=True)
+    ]
+
+
+def score_films(model: LoadedModel, films: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+    """Rows for films decoded in memory (the web page's path), through the same engine.predict."""
+    pred = predict(model.classifier, _loader(PixelSource(films, model.data_config.image_size), len(films), 0),
+                   progress=False)  # fmt: skip
+    return rows(model, [f"image {i}" for i in pred.index], pred.logits)
+
+
+def heatmap(model: LoadedModel, film: np.ndarray, finding: int) -> np.ndarray:
+    """[S, S] in [0, 1]: where the model found `finding` (an index into LABELS) on one decoded film."""
+    return model.heatmaps(to_model_size(film, model.data_config.image_size)[None], [finding])[0]
+
+
+def overlay_stems(paths: Sequence[Path]) -> list[str]:
+    """A file-name stem per film for its overlays; films with the same name in different folders get -2, -3..."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in paths:
+        seen[path.stem] = seen.get(path.stem, 0) + 1
+        stems.append(path.stem if seen[path.stem] == 1 else f"{path.stem}-{seen[path.stem]}")
+    return stems
+
+
+def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any], out: Path, top: int) -> list[Path]:
+    """PNG overlays of the `top` most probable findings of one film: OUT/<stem>-<finding>.png."""
+    film = read_film(path)
+    probs = row["probabilities"]
+    best = sorted(LABELS, key=lambda label: probs[label], reverse=True)[:top]
+    scale = min(1.0, OVERLAY_MAX / max(film.shape))
+    shown = film if scale == 1.0 else np.array(Image.fromarray(film).resize(
+        (round(film.shape[1] * scale), round(film.shape[0] * scale)), Image.Resampling.BILINEAR))  # fmt: skip
+    written = []
+    for label in best:
+        target = out / f"{stem}-{label}.png"
+        with atomic_path(target) as tmp:
+            cam.overlay(shown, heatmap(model, film, LABELS.index(label))).save(tmp, format="PNG")
+        written.append(target)
+    return written
+
+
+def format_csv(table: list[dict[str, Any]]) -> str:
+    """file, 14 probabilities, findings (';'-joined): one line per film."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["file", *LABELS, "findings"])
+    for row in table:
+        writer.writerow([row["file"], *(f"{row['probabilities'][k]:.6f}" for k in LABELS), ";".join(row["findings"])])
+    return buf.getvalue()
+
+
+def format_json(table: list[dict[str, Any]]) -> str:
+    """JSON Lines: one object per film, exactly what the web page's /api/predict returns for one upload."""
+    return "".join(json.dumps(row) + "\n" for row in table)
+
+
+def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
+    """`cxr14 predict`: score every film under cfg.paths and print or write the rows."""
+    paths = list_films(cfg.paths)
+    if not paths:
+        raise UserError(f"No films (.png, .jpg, .jpeg, .dcm, .dicom) under {', '.join(map(str, cfg.paths))}.")
+    model = load_model(cfg.checkpoint, cfg.device)
+    if cfg.cam is not None and not model.explainable:
+        raise UserError(
+            f"--cam needs the PyTorch model, and {cfg.checkpoint} is an ONNX graph (no gradients to follow). Use the "
+            f"best_model.pth, or the hf folder that `cxr14 export` wrote beside it."
+        )
+    loader = _loader(FilmSource(paths, model.data_config.image_size), cfg.batch_size, cfg.num_workers)
+    pred = predict(model.classifier, loader, desc="predict", progress=cfg.progress)
+    for i, why in pred.bad:
+        log.warning("skipped %s: %s", paths[i], why)
+    if len(pred.index) == 0:
+        raise UserError(f"None of the {len(paths)} file(s) could be read as a film; the reasons are above.")
+    table = rows(model, [str(paths[i]) for i in pred.index], pred.logits)
+    text = format_json(table) if cfg.json else format_csv(table)
+    if cfg.out is not None:
+        write_text(cfg.out, text)
+    else:
+        sys.stdout.write(text)
+    if cfg.cam is not None:
+        cfg.cam.mkdir(parents=True, exist_ok=True)
+        stems = overlay_stems(paths)
+        for i, row in zip(pred.index, table, strict=True):
+            write_overlays(model, paths[i], stems[i], row, cfg.cam, cfg.cam_top)
+        log.info("heatmap overlays of each film's top %d finding(s) in %s", cfg.cam_top, cfg.cam)
+    skipped = f"; {pred.n_bad} unreadable file(s) skipped (named above)" if pred.n_bad else ""
+    log.info("%d film(s) scored%s", len(table), skipped)
+    return table
