@@ -10,14 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from cxr14.cli import cmd_train, run
-from cxr14.config import add_arguments
+from cxr14.cli import command, run
+from cxr14.config import TrainConfig, add_arguments
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Train ConvNeXt on NIH ChestX-ray14 (same as `cxr14 train`).")
-    add_arguments(parser)
-    return run(cmd_train, parser.parse_args())
+    add_arguments(parser, TrainConfig)
+    return run(command("train"), parser.parse_args())
 
 
 if __name__ == "__main__":

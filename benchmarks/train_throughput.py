@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from cxr14.config import TrainConfig
+from cxr14.config import PrepareConfig, TrainConfig
 from cxr14.data import phantom
 from cxr14.data.loaders import prepare_cache
 from cxr14.model.device import unwrap
@@ -126,7 +126,8 @@ def main() -> None:
         n_images = args.images or max(256, 2 * args.batch_size * 4)
         phantom.write_dataset(work / "data", max(8, n_images // 4), args.image_size, seed=0, workers=args.workers,
                               progress=False)  # fmt: skip
-        prepare_cache(work / "data", args.image_size, None, None, "fail", args.workers, progress=False)
+        prepare_cache(PrepareConfig(data_dir=work / "data", image_size=args.image_size, workers=args.workers,
+                                    progress=False))
         base = TrainConfig(data_dir=work / "data", model=args.model, image_size=args.image_size,
                            batch_size=args.batch_size, num_workers=0, max_train_samples=0, max_test_samples=0,
                            device=args.device, progress=False, val_fraction=0.05)  # fmt: skip

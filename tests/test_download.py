@@ -350,7 +350,7 @@ def test_only_fetches_the_subset(server, tmp_path) -> None:
     [
         (["--only", "13"], "not an archive number or range between 1 and 12"),
         (["--only", "3-1"], "not an archive number or range"),
-        (["--jobs", "0"], "--jobs 0: give 1 to 12"),
+        (["--jobs", "0"], "--jobs 0 is out of range: it must be >= 1 and <= 12"),
         (["--base_url", "ftp://x", "--only", "1"], "is not an http:// or https:// URL"),
         (["--deep"], "--deep and --workers belong to `cxr14 download --check`"),
     ],

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
 import torch
 
-from cxr14.cli import main
+from cxr14.cli import COMMANDS, Command, main
+from cxr14.config.options import PATH_KINDS, RANGE_KEYS
 from tests.conftest import TINY_TRAIN, make_nih_folder
 
 
@@ -70,3 +72,85 @@ def test_ema_cosine_accumulation_channels_last_and_tensorboard(tmp_path: Path, c
     last = torch.load(out / "last.pth", weights_only=True)
     assert last["ema"] is not None and last["updates"] > 0
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
+
+# --- every option of every command, from the config classes --------------------------------------------------
+
+NUMERIC = ("int", "float", "int | None", "float | None")
+
+
+def _required(command: Command, tmp: Path) -> list[str]:
+    """The smallest argument list the command's parser accepts: each required option with a harmless value."""
+    args: list[str] = []
+    for f in fields(command.config):
+        if f.default is not MISSING:
+            continue
+        value = {"checkpoint": str(tmp / "absent.pth"), "out": str(tmp / "new_out")}.get(f.name, str(tmp))
+        args += [value] if f.metadata.get("positional") else [f"--{f.name}", value]
+    return args
+
+
+def _bad_values(meta, kind: str, tmp: Path) -> list[str]:
+    """Values the option must refuse: each bound crossed, or a path of the wrong kind."""
+    if kind in NUMERIC:
+        cast = float if "float" in kind else int
+        step = 1 if cast is int else 0.5
+        out = [cast(meta["min"] - step)] if "min" in meta else []
+        out += [cast(meta["gt"])] if "gt" in meta else []
+        out += [cast(meta["max"] + step)] if "max" in meta else []
+        out += [cast(meta["lt"])] if "lt" in meta else []
+        return [str(v) for v in out]
+    a_file, a_folder = tmp / "a_file", tmp / "a_folder"
+    return {
+        "in_dir": [str(a_file)],
+        "out_dir": [str(a_file), str(a_file / "below")],
+        "in_file": [str(a_folder)],
+        "out_file": [str(a_folder), str(a_file / "below.csv")],
+    }[meta["path"]]
+
+
+def _cases() -> list[tuple[str, str, str]]:
+    tmp = Path("TMP")  # replaced by the test's own folder
+    cases = []
+    for command in COMMANDS:
+        for f in fields(command.config):
+            read_by_loader = f.metadata.get("path") in ("in_model", "in_films")  # checked by what reads them
+            if f.type in NUMERIC or ("Path" in str(f.type) and not read_by_loader):
+                cases += [(command.name, f.name, v) for v in _bad_values(f.metadata, str(f.type), tmp)]
+    return cases
+
+
+def test_every_option_declares_its_range_or_path_kind() -> None:
+    """A new numeric option without a range, or a path option without a kind, fails here, not in a user's hands."""
+    for command in COMMANDS:
+        for f in fields(command.config):
+            if f.type in NUMERIC:
+                assert any(k in f.metadata for k in RANGE_KEYS), f"cxr14 {command.name} --{f.name} has no range"
+            if "Path" in str(f.type):
+                assert f.metadata.get("path") in PATH_KINDS, f"cxr14 {command.name} --{f.name} has no path kind"
+    assert {c.name for c in COMMANDS} == {"train", "evaluate", "predict", "report", "serve", "export", "download",
+                                          "prepare", "phantom", "demo"}  # fmt: skip
+
+
+@pytest.mark.parametrize(("command", "option", "value"), _cases())
+def test_every_bad_option_is_refused_by_name_before_work(
+    command: str, option: str, value: str, tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # anything a command wrote by mistake would land here, not in the checkout
+    (tmp_path / "a_file").write_text("x")
+    (tmp_path / "a_folder").mkdir()
+    value = value.replace("TMP", str(tmp_path))
+    c = next(c for c in COMMANDS if c.name == command)
+    positional = next(f for f in fields(c.config) if f.name == option).metadata.get("positional")
+    args = _required(c, tmp_path)
+    if positional:
+        args = [value if a == str(tmp_path) else a for a in args]
+    else:
+        args += [f"--{option}", value]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = main([command, *args])
+    err = capsys.readouterr().err
+    named = option if positional else f"--{option}"
+    assert code == 2, err
+    assert err.startswith(f"cxr14 {command}: error: ") and named in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # refused before anything was written

@@ -15,15 +15,11 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cxr14.config.commands import URLS_FILE_HELP
 from cxr14.data.packaged import packaged_bytes, resource
 from cxr14.errors import UserError
 
 NUMBERS = range(1, 13)
-URLS_FILE_HELP = (
-    "a CSV with a header row and the columns number,url (required) and images,bytes,md5 (optional: "
-    "empty or absent means NIH's value for that number), one row per archive 1..12; only the archives it "
-    "lists are fetched. The package's own table, cxr14/nih/archives.csv, has this format."
-)
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,21 @@ import shutil
 import threading
 import urllib.parse
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 
-from cxr14.data.archives import Archive, nih_archives, nih_contents, read_urls_file, select, with_base_url
+from cxr14.config import DownloadConfig
+from cxr14.data.archives import (
+    Archive,
+    nih_archives,
+    nih_contents,
+    parse_only,
+    read_urls_file,
+    select,
+    with_base_url,
+)
+from cxr14.data.check import check_folder
 from cxr14.data.extract import unpack
 from cxr14.data.fetch import Progress, Stopped, fetch, make_session, md5_of
 from cxr14.data.images import index_images
@@ -45,45 +54,37 @@ LOCK_FILE = ".cxr14-download.lock"
 GIB = 1 << 30
 
 
-@dataclass(frozen=True)
-class DownloadSettings:
-    """What `cxr14 download` was asked to do (validated on construction)."""
-
-    data_dir: Path
-    only: tuple[int, ...] | None = None
-    jobs: int = 3
-    keep_archives: bool = False
-    base_url: str | None = None
-    urls_file: Path | None = None
-    timeout: float = 30.0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.jobs <= 12:
-            raise UserError(f"--jobs {self.jobs}: give 1 to 12 archives to download at once (default 3).")
-        if not self.timeout > 0:
-            raise UserError(f"--timeout {self.timeout}: give a positive number of seconds (default 30).")
-        if self.base_url and self.urls_file:
-            raise UserError("--base_url and --urls_file both name where to download from: give one of them.")
-
-    def archives(self) -> list[Archive]:
-        """The archives to get, from NIH, a mirror folder or a URL list, narrowed by --only."""
-        if self.urls_file is not None:
-            table = read_urls_file(self.urls_file)
-        elif self.base_url:
-            table = with_base_url(nih_archives(), self.base_url)
-        else:
-            table = nih_archives()
-        return select(table, self.only)
+def wanted(cfg: DownloadConfig) -> list[Archive]:
+    """The archives to get, from NIH, a mirror folder or a URL list, narrowed by --only."""
+    only = parse_only(cfg.only) if cfg.only is not None else None
+    if cfg.urls_file is not None:
+        table = read_urls_file(cfg.urls_file)
+    elif cfg.base_url:
+        table = with_base_url(nih_archives(), cfg.base_url)
+    else:
+        table = nih_archives()
+    return select(table, only)
 
 
-def download(settings: DownloadSettings) -> list[str]:
+def run_download(cfg: DownloadConfig) -> list[str]:
+    """`cxr14 download`: fetch (or, with --check, inspect) and say what to run next."""
+    if cfg.check:
+        check_folder(cfg.data_dir, deep=cfg.deep, workers=cfg.workers, progress=cfg.progress)
+        return []
+    done = download(cfg)
+    print(f"{len(done)} archive(s) unpacked by this run into {cfg.data_dir / 'images'}. "
+          f"Next: cxr14 download --check --data_dir {cfg.data_dir}")  # fmt: skip
+    return done
+
+
+def download(settings: DownloadConfig) -> list[str]:
     """Write the metadata, then fetch, verify and unpack every archive not yet unpacked.
 
     Returns the names of the archives unpacked by this run. A UserError names each archive that failed;
     the others are complete and recorded, and a rerun continues with the failed ones.
     """
     data_dir = settings.data_dir
+    archives = wanted(settings)  # a bad --only or --urls_file is refused before anything is written
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -91,7 +92,6 @@ def download(settings: DownloadSettings) -> list[str]:
     busy = f"Another `cxr14 download` is writing into {data_dir} right now; wait for it, or stop it first."
     with exclusive(data_dir / LOCK_FILE, busy):
         write_metadata(data_dir)
-        archives = settings.archives()
         todo = _not_yet_unpacked(data_dir, archives)
         if not todo:
             log.info("all %d archive(s) asked for are already unpacked in %s: nothing to download", len(archives),
@@ -144,7 +144,7 @@ def _not_yet_unpacked(data_dir: Path, archives: list[Archive]) -> list[Archive]:
     return todo
 
 
-def _check_disk(data_dir: Path, todo: list[Archive], settings: DownloadSettings) -> None:
+def _check_disk(data_dir: Path, todo: list[Archive], settings: DownloadConfig) -> None:
     """Enough free space for the unpacked images (PNGs barely compress: about the archives' size) plus the
     archives held at once: the `jobs` largest downloads still to come, or all of them with --keep_archives."""
     remaining = []
@@ -187,7 +187,7 @@ def _endpoint(url: str) -> tuple[str, int]:
     return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
 
-def _run(todo: list[Archive], settings: DownloadSettings) -> tuple[list[str], list[str]]:
+def _run(todo: list[Archive], settings: DownloadConfig) -> tuple[list[str], list[str]]:
     """Up to `jobs` archives at a time, one shared progress bar; Ctrl-C stops every thread cleanly."""
     data_dir, stop, lock = settings.data_dir, threading.Event(), threading.Lock()
     expected = {f"{a.filename}.part": a.nbytes for a in todo if not (data_dir / a.filename).is_file()}
@@ -223,7 +223,7 @@ def _run(todo: list[Archive], settings: DownloadSettings) -> tuple[list[str], li
 
 
 def _one(
-    archive: Archive, s: DownloadSettings, progress: Progress, stop: threading.Event, lock: threading.Lock
+    archive: Archive, s: DownloadConfig, progress: Progress, stop: threading.Event, lock: threading.Lock
 ) -> None:
     """Fetch (or find), verify, unpack and record one archive."""
     try:
@@ -246,7 +246,7 @@ def _one(
     log.info("%s: %s images unpacked%s", archive.filename, f"{len(names):,}", note)
 
 
-def _verified_archive(archive: Archive, s: DownloadSettings, progress: Progress, stop: threading.Event) -> Path:
+def _verified_archive(archive: Archive, s: DownloadConfig, progress: Progress, stop: threading.Event) -> Path:
     """The archive with NIH's MD5 on disk: found, or downloaded; a mismatch is deleted and fetched once more."""
     final, part = s.data_dir / archive.filename, s.data_dir / f"{archive.filename}.part"
     got = ""

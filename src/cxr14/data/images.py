@@ -108,7 +108,7 @@ def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
         f"(looked in images/ and images_*/images/), e.g. {first}. `cxr14 download --data_dir {data_dir}` "
         f"fetches and unpacks the archives that hold them (it resumes, and skips what is there), and "
         f"`cxr14 download --check --data_dir {data_dir}` reports what the folder lacks; or pass "
-        f"--on_bad_image skip to train on the images that are present."
+        f"--on_bad_image skip to go on with the images that are present (the missing ones are counted)."
     )
 
 

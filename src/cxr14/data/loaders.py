@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from cxr14.config import TrainConfig
+from cxr14.config import PrepareConfig, TrainConfig
 from cxr14.data import cache
 from cxr14.data.cache import CacheInfo
 from cxr14.data.dataset import ImageSource, PngSource, XrayDataset, collate_skipping_bad
@@ -62,37 +62,37 @@ def default_cache_dir(data_dir: Path, cache_dir: Path | None) -> Path:
     return cache_dir or data_dir / "cache"
 
 
-def prepare_cache(
-    data_dir: Path,
-    image_size: int,
-    cache_dir: Path | None,
-    csv: Path | None,
-    on_bad_image: str,
-    workers: int | None,
-    progress: bool = True,
-) -> CacheInfo:
-    """`cxr14 prepare`: decode every image named in the CSV once into the resized cache for `image_size`."""
-    check_data_dir(data_dir)
-    meta = read_data_entry(csv or find_csv(data_dir))
-    index = index_images(data_dir)
+def prepare_cache(cfg: PrepareConfig) -> CacheInfo:
+    """Decode every image named in the CSV once into the resized cache for `cfg.image_size`."""
+    check_data_dir(cfg.data_dir)
+    meta = read_data_entry(cfg.csv or find_csv(cfg.data_dir))
+    index = index_images(cfg.data_dir)
     present = [n for n in meta.names if n in index]
     missing = [n for n in meta.names if n not in index]
-    if missing and on_bad_image == "fail":
-        raise UserError(describe_missing(missing, data_dir))
+    if missing and cfg.on_bad_image == "fail":
+        raise UserError(describe_missing(missing, cfg.data_dir))
     if missing:
         log.warning("skipping %d missing image(s), e.g. %s", len(missing), ", ".join(missing[:3]))
-    target = default_cache_dir(data_dir, cache_dir)
-    log.info("caching %d images at %d px into %s", len(present), image_size, target)
+    target = default_cache_dir(cfg.data_dir, cfg.cache_dir)
+    log.info("caching %d images at %d px into %s", len(present), cfg.image_size, target)
     return cache.prepare(
-        data_dir,
+        cfg.data_dir,
         present,
         [index[n] for n in present],
-        image_size,
+        cfg.image_size,
         target,
-        workers=workers,
-        progress=progress,
-        on_bad_image=on_bad_image,
+        workers=cfg.workers,
+        progress=cfg.progress,
+        on_bad_image=cfg.on_bad_image,
     )
+
+
+def run_prepare(cfg: PrepareConfig) -> CacheInfo:
+    """`cxr14 prepare`: the cache, and one line saying where it is."""
+    info = prepare_cache(cfg)
+    skipped = f", {info.n_bad} unreadable image(s) marked bad" if info.n_bad else ""
+    print(f"cache ready: {info.directory} ({info.n_images} images at {info.size} px{skipped})")
+    return info
 
 
 def image_source(split: Split, paths: list[Path], cfg: TrainConfig) -> ImageSource:

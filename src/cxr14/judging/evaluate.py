@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from cxr14 import __version__
 from cxr14.config import EvaluateConfig, TrainConfig
+from cxr14.config.options import check_writable
 from cxr14.data.loaders import build_datasets
 from cxr14.data.metadata import find_in
 from cxr14.data.splits import Split, describe_lists
@@ -173,6 +174,8 @@ def default_out(cfg: EvaluateConfig) -> Path:
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     """`cxr14 evaluate`: score a checkpoint on a split of a data folder and write the outputs."""
     out = cfg.out or default_out(cfg)
+    if cfg.out is None:
+        check_writable("--out (by default beside the checkpoint)", out, folder=True)
     if (out / "metrics.json").exists():
         raise UserError(f"{out} already holds an evaluation (metrics.json); pass another --out.")
     if cfg.bbox:

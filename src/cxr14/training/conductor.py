@@ -1,10 +1,10 @@
 """`cxr14 train`: fit on train, select on validation mean AUROC, score the best model on test.
 
-The conductor: setup -> fit -> test, with the mechanisms in their own modules (engine: the step and the
-inference pass; checkpoint: what goes to disk and what resuming reads; distributed: torchrun; runlog:
-metrics.csv and TensorBoard; interrupt: SIGTERM/SIGINT). The run folder explains itself: config.json,
-train.log, metrics.csv (one row per epoch), last.pth, best_model.pth, metrics.json (test) and
-test_predictions.csv.
+The conductor: setup -> fit -> test, with the mechanisms in their own modules (step: the optimizer step and
+the epoch; model.inference: the one inference pass; model.checkpoint: what goes to disk; resume: what resuming
+reads; distributed: torchrun; runlog: metrics.csv and TensorBoard; signals: SIGTERM/SIGINT). The run folder
+explains itself: config.json, train.log, metrics.csv (one row per epoch), last.pth, best_model.pth,
+metrics.json (test) and test_predictions.csv.
 """
 
 from __future__ import annotations

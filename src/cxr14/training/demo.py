@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cxr14.config import DemoConfig, EvaluateConfig, TrainConfig
+from cxr14.config import DemoConfig, EvaluateConfig, PrepareConfig, TrainConfig
 from cxr14.data import phantom
 from cxr14.data.loaders import prepare_cache
 from cxr14.judging.evaluate import evaluate
@@ -54,7 +54,7 @@ def run_demo(s: DemoConfig) -> dict[str, Any]:
         log.info("phantom data: rendering %d patients at %d px into %s", s.n_patients, s.phantom_size, s.data_dir)
         phantom.write_dataset(s.data_dir, s.n_patients, s.phantom_size, s.seed, progress=s.progress)
     # Decode the PNGs once at the training size (seconds), so that every epoch's cores go to the model.
-    prepare_cache(s.data_dir, s.image_size, None, None, "fail", None, progress=s.progress)
+    prepare_cache(PrepareConfig(data_dir=s.data_dir, image_size=s.image_size, progress=s.progress))
     cfg = demo_config(s)
     result = train(cfg)
     where = f"{cfg.output_dir} (report.html, metrics.json, best_model.pth, metrics.csv, train.log)"

@@ -1,8 +1,8 @@
-"""`cxr14 predict`: new films (PNG, JPEG, DICOM) -> batches -> engine.predict -> one row per film; CAM overlays.
+"""`cxr14 predict`: new films (PNG, JPEG, DICOM) -> batches -> model.inference.predict -> a row per film; CAMs.
 
 Films are read in DataLoader workers (`films.read_film`, then the project's one resize), batched as uint8 and
-scored through the same `engine.predict` as training's test step and `evaluate`, with the checkpoint's own
-data config, temperature and thresholds (`inference.load_model`). An unreadable file is skipped, named with
+scored through the same `predict` as training's test step and `evaluate`, with the checkpoint's own
+data config, temperature and thresholds (`model.loading.load_model`). An unreadable file is skipped, named with
 its reason, and counted; the others still get their rows. The web page calls `score_films` and
 `heatmap` below, so it answers exactly what this command prints.
 """
@@ -99,7 +99,7 @@ def rows(model: LoadedModel, names: Sequence[str], logits: np.ndarray) -> list[d
 
 
 def score_films(model: LoadedModel, films: Sequence[np.ndarray]) -> list[dict[str, Any]]:
-    """Rows for films decoded in memory (the web page's path), through the same engine.predict."""
+    """Rows for films decoded in memory (the web page's path), through the same inference pass."""
     pred = predict(model.classifier, _loader(PixelSource(films, model.data_config.image_size), len(films), 0),
                    progress=False)  # fmt: skip
     return rows(model, [f"image {i}" for i in pred.index], pred.logits)

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cxr14.files import write_text
 from cxr14.judging.report.page import document
 from cxr14.judging.report.sections import header, sections
 from cxr14.judging.report.sources import ReportInputs, load_inputs
+
+if TYPE_CHECKING:
+    from cxr14.config import ReportConfig
 
 log = logging.getLogger(__name__)
 REPORT_FILE = "report.html"
@@ -40,4 +44,9 @@ def write_report(folder: Path, history: Path | None = None) -> Path:
     return path
 
 
-__all__ = ["REPORT_FILE", "render", "write_report"]
+def rebuild(cfg: ReportConfig) -> Path:
+    """`cxr14 report FOLDER [--history CSV]`."""
+    return write_report(cfg.folder, cfg.history)  # it logs where
+
+
+__all__ = ["REPORT_FILE", "rebuild", "render", "write_report"]

@@ -64,7 +64,7 @@ for label, p, t in zip(extra["labels"], probabilities.tolist(), thresholds):
 
 
 def readme(block: dict[str, Any], license_id: str) -> str:
-    """The whole README.md for a folder whose config.json carries `block` (export.fields.describe)."""
+    """The whole README.md for a folder whose config.json carries `block` (model.fields.describe)."""
     card = block["card"]
     name = f"cxr14-{card['model']}-{block['image_size']}px"
     sections = [

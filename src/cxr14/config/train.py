@@ -1,0 +1,125 @@
+"""`cxr14 train` (and `python main.py`): the training configuration, saved as config.json in the run folder."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cxr14.config.options import Options, opt
+from cxr14.errors import UserError
+
+EMA_DECAY = 0.9998
+LOSSES = ("focal", "bce", "asl")
+
+
+@dataclass
+class TrainConfig(Options):
+    """Everything a training run depends on; saved as config.json beside its checkpoints."""
+
+    # The original interface (names and defaults kept exactly).
+    pretrained: bool = opt(False, "start from ImageNet weights (local file or hub cache; see --pretrained_path)")
+    batch_size: int = opt(64, "images per optimizer step per process (see --accum_steps)", min=1)
+    num_workers: int = opt(4, "DataLoader worker processes (per process)", min=0)
+    max_train_samples: int = opt(80000, "cap on training images (seeded random subset; 0 = no cap)", min=0)
+    max_test_samples: int = opt(
+        20000, "cap on test images (seeded random subset; 0 = no cap; published results use all 25,596)", min=0
+    )
+    num_epochs: int = opt(30, "maximum number of epochs", min=1)
+    learning_rate: float = opt(1e-4, "AdamW learning rate", gt=0)
+    weight_decay: float = opt(0.01, "AdamW weight decay", min=0)
+    # Data.
+    data_dir: Path = opt(Path("data"), "folder with Data_Entry_2017*.csv, the split lists and images/", path="in_dir")
+    csv: Path | None = opt(None, "metadata CSV if not in --data_dir (default: found in --data_dir)", path="in_file")
+    cache_dir: Path | None = opt(
+        None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)", path="in_dir"
+    )
+    val_fraction: float = opt(0.1, "fraction of train_val patients held out for validation", gt=0, lt=1)
+    on_bad_image: str = opt(
+        "fail", "missing/corrupt image: stop with an error, or skip it and count it", choices=("fail", "skip")
+    )
+    # Model and optimisation.
+    model: str = opt("convnext_base", "any timm model name")
+    pretrained_path: Path | None = opt(
+        None, "weights file (.safetensors or .pth) for --pretrained", path="in_file"
+    )
+    image_size: int = opt(384, "square input size in pixels", min=16, max=4096)
+    loss: str = opt("focal", "focal (alpha 0.25, gamma 2), bce, or asl (asymmetric)", choices=LOSSES)
+    patience: int = opt(15, "early stopping: epochs without a better validation mean AUROC", min=1)
+    sched: str = opt(
+        "plateau",
+        "LR schedule: plateau (ReduceLROnPlateau on validation AUROC) or cosine (per step)",
+        choices=("plateau", "cosine"),
+    )
+    lr_patience: int = opt(5, "plateau: epochs without improvement before the LR drops", min=0)
+    lr_factor: float = opt(0.1, "plateau: factor applied to the LR", gt=0, lt=1)
+    warmup_epochs: int = opt(0, "cosine: epochs of linear warm-up from --min_lr", min=0)
+    min_lr: float = opt(1e-6, "cosine: the LR at the end of the schedule", min=0)
+    clip_grad: float = opt(1.0, "clip the gradient norm to this (0 = off)", min=0)
+    accum_steps: int = opt(1, "micro-batches per optimizer step (global batch = batch x processes x this)", min=1)
+    ema: float | None = opt(
+        None,
+        f"keep an exponential moving average of the weights (timm ModelEmaV3) with this decay (default "
+        f"{EMA_DECAY} when given without a value); it is validated too and the better one becomes best_model.pth",
+        nargs="?",
+        const=EMA_DECAY,
+        metavar="DECAY",
+        gt=0,
+        lt=1,
+    )
+    calibrate: bool = opt(
+        True,
+        "at the end, fit a temperature per finding on validation (calibrated probabilities; AUROC unchanged); "
+        "decision thresholds are chosen there in any case",
+    )
+    augment: bool = opt(True, "random rotation/scale/shift/brightness/contrast on the device")
+    hflip: bool = opt(False, "also flip left-right (moves the heart to the wrong side; off by default)")
+    # Speed.
+    channels_last: bool = opt(False, "channels-last memory format (faster convolutions on recent GPUs)")
+    compile: bool = opt(False, "torch.compile the model (minutes of compilation, then faster steps)")
+    # Run.
+    output_dir: Path | None = opt(None, "run folder (default: runs/MODEL-YYYYmmdd-HHMMSS)", path="out_dir")
+    resume: str | None = opt(
+        None,
+        "continue a run: a last.pth path, or `auto` = OUTPUT_DIR/last.pth if it exists (else start afresh)",
+        metavar="PATH|auto",
+    )
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N (under torchrun: each process takes its LOCAL_RANK GPU)")
+    precision: str = opt("auto", "auto = bf16 on GPU, fp32 on CPU", choices=("auto", "fp32", "bf16", "fp16"))
+    seed: int = opt(0, "seed for splits, sampling, initialisation and augmentation", min=0)
+    dist_timeout: int = opt(15, "minutes a process waits for the others before the job ends with an error", min=1)
+    tensorboard: bool = opt(False, "also log per-epoch scalars to OUTPUT_DIR/tensorboard (needs cxr14[tensorboard])")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.sched == "cosine" and self.warmup_epochs >= self.num_epochs:
+            raise UserError(
+                f"--warmup_epochs {self.warmup_epochs} leaves no epoch for the cosine schedule: it must be smaller "
+                f"than --num_epochs ({self.num_epochs})."
+            )
+        if self.resume == "auto" and self.output_dir is None:
+            raise UserError("--resume auto continues the run in --output_dir: pass --output_dir too.")
+
+    def resolved_output_dir(self) -> Path:
+        if self.output_dir is not None:
+            return self.output_dir
+        if self.resume not in (None, "auto"):
+            return Path(self.resume).parent
+        return Path("runs") / f"{self.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+    @classmethod
+    def from_json(cls, saved: dict[str, Any], **overrides: Any) -> TrainConfig:
+        """The config a checkpoint was trained with (paths back to Path, unknown keys ignored), with overrides."""
+        kinds = {f.name: f.type for f in fields(cls)}
+        values = {k: v for k, v in saved.items() if k in kinds}
+        values = {k: Path(v) if v is not None and "Path" in str(kinds[k]) else v for k, v in values.items()}
+        return cls(**{**values, "resume": None, "output_dir": None, **overrides})
