@@ -1,6 +1,6 @@
 """ONNX Runtime on the CPU against PyTorch on the CPU: the same model, the same uint8 batch, images per second.
 
-PyTorch scores through cxr14's own `engine.Classifier` (fp32, eval, no_grad: what `cxr14 predict --device cpu`
+PyTorch scores through cxr14's own `model.inference.Classifier` (fp32, eval, no_grad: what `cxr14 predict --device cpu`
 runs); ONNX Runtime runs the graph `cxr14 export` writes (normalisation inside, CPU execution provider), with
 the same number of threads. Each side gets warm-up batches, then `--repeat` timed batches, taken in turn (so
 that both meet the same machine load); the median batch time gives images/s. Without --checkpoint the model is an
@@ -64,7 +64,17 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=10, help="timed batches per runtime")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="for both runtimes")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
+                        help="cuda: PyTorch on the GPU against ONNX Runtime's CUDA provider (fp32 both)")  # fmt: skip
     args = parser.parse_args()
+    device = torch.device(args.device)
+    providers = ["CPUExecutionProvider"]
+    if device.type == "cuda":
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            print(f"ONNX Runtime {ort.__version__} has no CUDA provider here ({ort.get_available_providers()}): "
+                  "nothing to compare on the GPU")  # fmt: skip
+            return
+        providers.insert(0, "CUDAExecutionProvider")
     torch.set_num_threads(args.threads)
     if args.checkpoint is not None:
         loaded = load_model(args.checkpoint, "cpu", "fp32")
@@ -73,8 +83,8 @@ def main() -> None:
         model = build(args.model, image_size=args.image_size).eval()
         data, calibration, card = data_config(model, args.image_size), None, {"model": args.model}
     pixels = torch.from_numpy(phantom_films(args.batch, data.image_size))
-    torch_classifier = Classifier(model, DeviceTransform(data.mean, data.std, data.in_chans, None),
-                                  resolve_precision("fp32", torch.device("cpu")))  # fmt: skip
+    torch_classifier = Classifier(model.to(device), DeviceTransform(data.mean, data.std, data.in_chans, None),
+                                  resolve_precision("fp32", device))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
         write_onnx(PixelsToProbabilities(model, data, None), fields.describe(data, calibration, card), path, 18)
@@ -82,16 +92,18 @@ def main() -> None:
         options.intra_op_num_threads = args.threads
         # ORT's idle threads otherwise spin for a while after each run, taking the cores PyTorch's turn needs.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=providers)
         feed = {INPUT: pixels.numpy()}
-        steps = [lambda: torch_classifier(pixels), lambda: session.run(["logits"], feed)]
+        # Both from host pixels to host logits, so a GPU's work is finished inside each timed step.
+        steps = [lambda: torch_classifier(pixels).cpu(), lambda: session.run(["logits"], feed)]
         t_torch, t_ort = median_seconds(steps, args.warmup, args.repeat)
-        diff = np.abs(session.run(["logits"], feed)[0] - torch_classifier(pixels).numpy()).max()
+        diff = np.abs(session.run(["logits"], feed)[0] - torch_classifier(pixels).cpu().numpy()).max()
     name = card["model"]
     print(f"{name} at {data.image_size} px, batch {args.batch}, {args.threads} thread(s), median of {args.repeat} "
           f"batches after {args.warmup} warm-up")  # fmt: skip
-    print(f"  PyTorch {torch.__version__} (fp32, engine.Classifier): {args.batch / t_torch:9.1f} images/s")
-    print(f"  ONNX Runtime {ort.__version__} (CPU):           {args.batch / t_ort:9.1f} images/s")
+    print(f"  PyTorch {torch.__version__} (fp32, model.inference.Classifier, {device.type}): "
+          f"{args.batch / t_torch:9.1f} images/s")  # fmt: skip
+    print(f"  ONNX Runtime {ort.__version__} ({providers[0]}): {args.batch / t_ort:9.1f} images/s")
     print(f"  ONNX Runtime / PyTorch: {t_torch / t_ort:.2f}x; largest |logit difference| {diff:.1e}")
 
 

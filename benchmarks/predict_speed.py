@@ -1,9 +1,9 @@
 """How many films per second does `cxr14 predict` score, from files on disk to rows?
 
 Writes N phantom films (PNG, at --film_size px as the demo renders them), then runs the real command's function
-(`predict.run_predict`: list, decode in workers, resize, batch, engine.predict, calibrate, format) on them with
-a checkpoint: --checkpoint, or a demo-sized model (convnext_atto at 96 px, untrained: speed does not depend on
-the weights) saved as a cxr14 checkpoint. Reports films/s, end to end and without the model load, and with
+(`using.predict.run_predict`: list, decode in workers, resize, batch, the one inference pass, calibrate, format)
+on them with a checkpoint: --checkpoint, or a demo-sized model (convnext_atto at 96 px, untrained: speed does
+not depend on the weights) saved as a cxr14 checkpoint. Reports films/s, end to end and without the model load, and with
 --cam the cost of the heatmap overlays. Prints figures, asserts nothing.
 
     .venv/bin/python benchmarks/predict_speed.py --n 512
@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cam", type=int, default=16, help="films to time --cam on (0 = skip)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,14 +63,15 @@ def main() -> None:
         write_films(work / "films", args.n, args.film_size)
         ckpt = args.checkpoint or demo_checkpoint(work / "model.pth", args.image_size)
         t0 = time.perf_counter()
-        load_model(ckpt, "cpu")
+        load_model(ckpt, args.device)
         load = time.perf_counter() - t0
         cfg = PredictConfig(paths=[work / "films"], checkpoint=ckpt, out=work / "rows.csv", batch_size=args.batch_size,
-                            num_workers=args.workers, device="cpu", progress=False)  # fmt: skip
+                            num_workers=args.workers, device=args.device, progress=False)  # fmt: skip
         t0 = time.perf_counter()
         run_predict(cfg)
         total = time.perf_counter() - t0
-        print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; {args.n} films of {args.film_size} px")
+        print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}; {args.n} films of {args.film_size} px; "
+              f"device {args.device}")  # fmt: skip
         print(f"predict: {args.n / total:.1f} films/s end to end ({total:.1f} s), "
               f"{args.n / (total - load):.1f} films/s without the model load ({load:.1f} s)")  # fmt: skip
         if args.cam:
@@ -77,7 +79,7 @@ def main() -> None:
             for p in sorted((work / "films").iterdir())[: args.cam]:
                 p.rename(work / "few" / p.name)
             cam_cfg = PredictConfig(paths=[work / "few"], checkpoint=ckpt, out=work / "few.csv", cam=work / "cam",
-                                    cam_top=3, device="cpu", progress=False)  # fmt: skip
+                                    cam_top=3, device=args.device, progress=False)  # fmt: skip
             t0 = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):
                 run_predict(cam_cfg)

@@ -4,12 +4,15 @@ Each variant is a precision plus optional channels_last and torch.compile, e.g. 
 `bf16+cl+compile`. All variants run in one process on the same data (phantom films decoded once into the
 `cxr14 prepare` cache, read as the trainer reads it), so their ratios are measured side by side.
 
-Per variant: `train.setup` builds the real run (model, loader from the cache, AdamW, loss, device transform),
-`engine.train_one_epoch` takes --warmup optimizer steps (compilation, cuDNN autotuning, allocator warm-up),
-then --steps timed ones; images/s is timed steps x batch / seconds, with the device synchronised at both
-ends. FLOPs per image are 3 x the forward FLOPs counted by torch.utils.flop_counter (not guessed), and
-MFU = images/s x FLOPs per image / the device's peak (a table of dense bf16 / TF32 peaks for common
-GPUs, or --peak_tflops). Prints figures, asserts nothing.
+Per variant: `training.conductor.setup` builds the real run (model, loader from the cache, AdamW, loss,
+device transform), `training.step.train_one_epoch` takes --warmup optimizer steps (compilation, cuDNN
+autotuning, allocator warm-up), then --steps timed ones; images/s is timed steps x batch / seconds, with the
+device synchronised at both ends. FLOPs per image are 3 x the forward FLOPs counted by
+torch.utils.flop_counter (not guessed), and MFU = images/s x FLOPs per image / the device's peak (a table of
+dense bf16 / TF32 peaks for common GPUs, or --peak_tflops). Also: the first step's seconds (torch.compile's
+compilation lands there), the peak GPU memory, and the loader's share: the seconds the loader alone takes
+for the timed batches (cache gather and the copy to the device) over the timed steps' seconds.
+Prints figures, asserts nothing.
 
     .venv/bin/python benchmarks/train_throughput.py --model convnext_atto --image_size 96 --batch_size 32 \
         --variants fp32,fp32+cl --steps 10
@@ -75,30 +78,50 @@ def flops_per_image(model: torch.nn.Module, image_size: int, in_chans: int, devi
 
 
 def measure(base: TrainConfig, variant: str, args: argparse.Namespace, work: Path) -> dict:
-    """Images/s and MFU of one variant (e.g. `bf16+cl+compile`)."""
+    """Images/s, MFU, the first step's seconds, peak GPU memory and the loader's share of a variant."""
     parts = variant.split("+")
     cfg = TrainConfig(**{**vars(base), "precision": parts[0], "channels_last": "cl" in parts,
                          "compile": "compile" in parts, "output_dir": work / f"run-{variant}"})  # fmt: skip
     info = distributed.init(cfg.device, cfg.dist_timeout)
+    cuda = info.device.type == "cuda"
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(info.device)
     run = setup(cfg, info)
     loader, stepper = run.loaders["train"], run.stepper
     flops = flops_per_image(stepper.model, cfg.image_size, run.data_config.in_chans, info.device)
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize(info.device)
 
     def steps(n: int) -> float:
         target, t0 = stepper.updates + n, time.perf_counter()
         while stepper.updates < target:
             loader.sampler.set_epoch(stepper.updates)
             train_one_epoch(stepper, loader, EpochProgress(), lambda u: u >= target, progress=False)
-        if info.device.type == "cuda":
-            torch.cuda.synchronize(info.device)
+        sync()
         return time.perf_counter() - t0
 
-    steps(args.warmup)
+    first = steps(1)  # compilation and cuDNN autotuning land here
+    steps(max(0, args.warmup - 1))
     seconds = steps(args.steps)
     ips = args.steps * cfg.batch_size / seconds
     peak = peak_flops(info.device, parts[0], args.peak_tflops)
+    memory = torch.cuda.max_memory_allocated(info.device) / 2**30 if cuda else None
+    # The cache is gathered in the main process, so the loader's time adds to the step's: time it alone.
+    batches, t0 = 0, time.perf_counter()
+    while batches < args.steps:
+        for batch in loader:
+            batch["image"].to(info.device, non_blocking=True)
+            batches += 1
+            if batches == args.steps:
+                break
+    sync()
+    loader_share = (time.perf_counter() - t0) / seconds
     return {"variant": variant, "images_per_s": ips, "gflops_per_image": flops / 1e9,
-            "mfu": ips * flops / peak if peak else None, "device": describe(info.device)}  # fmt: skip
+            "mfu": ips * flops / peak if peak else None, "device": describe(info.device), "first_step_s": first,
+            "peak_gib": memory, "loader_share": loader_share}  # fmt: skip
 
 
 def describe(device: torch.device) -> str:
@@ -132,13 +155,16 @@ def main() -> None:
                            batch_size=args.batch_size, num_workers=0, max_train_samples=0, max_test_samples=0,
                            device=args.device, progress=False, val_fraction=0.05)  # fmt: skip
         print(f"{args.model} at {args.image_size} px, batch {args.batch_size}; cores {os.cpu_count()}")
-        print(f"{'variant':<20}{'images/s':>10}{'GFLOP/img':>11}{'TFLOP/s':>9}{'MFU':>8}  device")
+        print(f"{'variant':<20}{'images/s':>10}{'GFLOP/img':>11}{'TFLOP/s':>9}{'MFU':>8}{'1st step s':>11}"
+              f"{'peak GiB':>10}{'loader':>8}  device")  # fmt: skip
         for variant in args.variants.split(","):
             r = measure(base, variant, args, work)
             mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
             achieved = r["images_per_s"] * r["gflops_per_image"] / 1e3
-            print(f"{variant:<20}{r['images_per_s']:>10.1f}{r['gflops_per_image']:>11.2f}{achieved:>9.3f}{mfu:>8}  "
-                  f"{r['device']}")  # fmt: skip
+            memory = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "n/a"
+            print(f"{variant:<20}{r['images_per_s']:>10.1f}{r['gflops_per_image']:>11.2f}{achieved:>9.3f}{mfu:>8}"
+                  f"{r['first_step_s']:>11.2f}{memory:>10}{100 * r['loader_share']:>7.1f}%  {r['device']}",
+                  flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
