@@ -126,3 +126,19 @@ def phantom_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )
     train(cfg)
     return root / "run", data
+
+
+@pytest.fixture(scope="session")
+def second_run(phantom_run: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second, weaker model on the same phantom data (fewer epochs, another seed): what compare and the ensemble
+    tests set against phantom_run's. Its run folder, holding best_model.pth and its test predictions."""
+    from cxr14.config import TrainConfig
+    from cxr14.training.conductor import train
+
+    out = tmp_path_factory.mktemp("second_run") / "run"
+    s = PHANTOM_RUN
+    train(TrainConfig(data_dir=phantom_run[1], output_dir=out, model="convnext_atto", image_size=s["image_size"],
+                      batch_size=32, num_workers=0, max_train_samples=0, max_test_samples=0, num_epochs=3,
+                      learning_rate=2e-3, weight_decay=0.05, loss="bce", patience=3, seed=1, device="cpu",
+                      progress=False))  # fmt: skip
+    return out

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from cxr14 import __version__
 from cxr14.config import (
+    CompareConfig,
     DemoConfig,
     DownloadConfig,
     EvaluateConfig,
@@ -94,6 +95,17 @@ COMMANDS: tuple[Command, ...] = (
         "patients, AUPRC, prevalence, and sensitivity/specificity/PPV/NPV/F1 at the thresholds chosen on "
         "validation; the mean AUROC with its interval; AUROC by sex, age band and view; calibration; Google's "
         "radiologist-adjudicated labels when google2019_nih-chest-xray-labels.csv is in the data folder.",
+    ),
+    Command(
+        "compare", CompareConfig, "cxr14.judging.compare:run_compare",
+        "is model B better than model A? paired AUROC differences with intervals, DeLong and Holm, on the same "
+        "patients",
+        "Score two or more models (checkpoints, ensembles A.pth,B.pth, exports, or evaluation/run folders whose "
+        "predictions are reused when they are of the same images) on the same split and compare each with the "
+        "first: per finding and for the mean AUROC, each model's AUROC, the difference B - A with a 95% interval "
+        "from one paired bootstrap over patients (the same resampled patients for both models), DeLong's test "
+        "(Sun & Xu's fast algorithm) and Holm-adjusted p-values across the findings. Writes comparison.json, "
+        "comparison.csv and report.html (a forest plot of the differences).",
     ),
     Command(
         "predict", PredictConfig, "cxr14.using.predict:run_predict",

@@ -9,6 +9,7 @@ Only the standard library is imported here, so `cxr14 --help` stays fast.
 
 from cxr14.config.commands import (
     EXPORT_FORMATS,
+    CompareConfig,
     DemoConfig,
     DownloadConfig,
     EvaluateConfig,
@@ -26,6 +27,7 @@ __all__ = [
     "EMA_DECAY",
     "EXPORT_FORMATS",
     "LOSSES",
+    "CompareConfig",
     "DemoConfig",
     "DownloadConfig",
     "EvaluateConfig",

@@ -49,6 +49,44 @@ class EvaluateConfig(Options):
 
 
 @dataclass
+class CompareConfig(Options):
+    """`cxr14 compare`: two or more models on the same images; paired differences against the first."""
+
+    models: list[Path] = opt(MISSING, "two or more models, the first the baseline: each a best_model.pth, an "
+                             "ensemble (A.pth,B.pth or a manifest), an export, or an evaluation or run folder whose "
+                             "predictions are reused when they are of the same images", positional=True, nargs="+",
+                             path="in_model")  # fmt: skip
+    data_dir: Path | None = opt(None, "dataset folder to score the models on (needed unless every model is a "
+                                "folder of predictions)", path="in_dir")  # fmt: skip
+    split: str = opt("test", "which split to compare on (the first model's patient-wise split)",
+                     choices=("test", "val"))  # fmt: skip
+    out: Path | None = opt(None, "output folder (default: beside the first model, compare-SPLIT-TIMESTAMP)",
+                           path="out_dir")  # fmt: skip
+    intersect: bool = opt(False, "when the models' image lists differ, compare on the images common to all (and "
+                          "say so) instead of refusing")  # fmt: skip
+    csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
+    cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
+                                 path="in_dir")  # fmt: skip
+    max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
+    n_resamples: int = opt(2000, "paired patient bootstrap resamples for the 95 percent intervals", min=100,
+                           max=100000)  # fmt: skip
+    seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
+    on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
+    batch_size: int = opt(64, "images per forward pass", min=1)
+    num_workers: int = opt(4, "DataLoader worker processes", min=0)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = opt(True, "show progress bars")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.models) < 2:
+            raise UserError(
+                f"cxr14 compare needs two or more models (got {len(self.models)}: {', '.join(map(str, self.models))}); "
+                f"the first is the baseline the others are compared with. To score one model, use cxr14 evaluate."
+            )
+
+
+@dataclass
 class PredictConfig(Options):
     """`cxr14 predict`: films in, one row of probabilities and calls per film out."""
 

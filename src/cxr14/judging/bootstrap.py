@@ -19,6 +19,7 @@ the findings defined in that resample (both classes drawn) among those defined o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -176,6 +177,25 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[float | None
     return float(low), float(high)
 
 
+def resample_means(samples: np.ndarray) -> np.ndarray:
+    """[B] each resample's mean AUROC over the findings defined in it (NaN where none is)."""
+    counted = ~np.isnan(samples)
+    with np.errstate(invalid="ignore"):
+        return np.where(counted, samples, 0.0).sum(axis=1) / counted.sum(axis=1)
+
+
+def paired_resamples(
+    targets: Any, scores: Sequence[Any], patients: Any, n_resamples: int = 2000, seed: int = 0
+) -> list[np.ndarray]:
+    """[B, K] resampled AUROCs of each model's scores, every model on the SAME resampled patients.
+
+    Pairing comes from the seed: resample b draws its patients from the b-th generator spawned from `seed`
+    (`resample_counts`), whatever the scores, so row b of every model's array is the same set of patients and
+    B's row minus A's row is one draw of the paired difference.
+    """
+    return [resampled_aurocs(targets, s, patients, n_resamples, seed) for s in scores]
+
+
 def patient_bootstrap(
     targets: Any,
     scores: Any,
@@ -206,10 +226,7 @@ def patient_bootstrap(
         per_class[name] = FindingAuroc(
             optional(points[j]), low, high, optional(auprc[j]), float(t[:, j].mean()), int(t[:, j].sum())
         )
-    counted = ~np.isnan(samples)
-    with np.errstate(invalid="ignore"):
-        means = np.where(counted, samples, 0.0).sum(axis=1) / counted.sum(axis=1)
-    mean_low, mean_high = percentile_interval(means, level)
+    mean_low, mean_high = percentile_interval(resample_means(samples), level)
     return BootstrapResult(
         per_class=per_class,
         mean_auroc=mean_defined(points),

@@ -12,7 +12,7 @@ import io
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from cxr14 import __version__
-from cxr14.config import EvaluateConfig, TrainConfig
+from cxr14.config import CompareConfig, EvaluateConfig, TrainConfig
 from cxr14.config.options import check_writable
 from cxr14.data.loaders import build_datasets
 from cxr14.data.metadata import find_in
@@ -34,9 +34,10 @@ from cxr14.judging.metrics import merge_json
 from cxr14.judging.report import write_report
 from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
-from cxr14.judging.thresholds import operating_point
+from cxr14.judging.thresholds import choose_on_validation, operating_point
 from cxr14.labels import LABELS
 from cxr14.model.decision import ValidationChoice, apply_temperature
+from cxr14.model.ensemble import write_manifest
 from cxr14.model.inference import predict
 from cxr14.model.loading import LoadedModel, load_model
 
@@ -152,7 +153,7 @@ def _cell(value: Any) -> str:
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-def data_config_for(cfg: EvaluateConfig, state_config: dict[str, Any]) -> TrainConfig:
+def data_config_for(cfg: EvaluateConfig | CompareConfig, state_config: dict[str, Any]) -> TrainConfig:
     """The training run's data settings (split fraction, seed, size) with this command's folder and options."""
     return TrainConfig.from_json(
         state_config,
@@ -168,7 +169,9 @@ def data_config_for(cfg: EvaluateConfig, state_config: dict[str, Any]) -> TrainC
 
 
 def default_out(cfg: EvaluateConfig) -> Path:
-    return cfg.checkpoint.parent / f"eval-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """eval-SPLIT-TIMESTAMP beside the checkpoint (an ensemble's: beside its first member, or its manifest)."""
+    first = Path(str(cfg.checkpoint).split(",")[0])
+    return first.parent / f"eval-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
@@ -184,6 +187,8 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         find_boxes(cfg.data_dir)  # before minutes of scoring, not after
     model = load_model(cfg.checkpoint, cfg.device)
     train_cfg = data_config_for(cfg, model.card["config"])
+    if model.members and model.calibration is None:
+        model = ensemble_thresholds(model, train_cfg)
     if cfg.split == "val" and cfg.max_samples:
         log.warning("--max_samples applies to the test split only; scoring the whole validation split")
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
@@ -196,8 +201,23 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
 
         metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out)
     write_outputs(out, metrics, split, model.probabilities(logits), model.card)
+    if model.members and model.calibration is not None:
+        members = [Path(m.card["checkpoint"]) for m in model.members]
+        manifest = write_manifest(out, members, model.calibration, model.card["thresholds_chosen_on"])
+        log.info("ensemble manifest with its validation thresholds: %s (cxr14 predict/serve --checkpoint it)", manifest)
     log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
     return metrics
+
+
+def ensemble_thresholds(model: LoadedModel, cfg: TrainConfig) -> LoadedModel:
+    """An ensemble given without a manifest, with thresholds chosen on its validation split (Youden's J on the
+    averaged probabilities; no temperature of its own: the members' are applied before averaging)."""
+    val = build_datasets(cfg, ("val",))["val"]
+    split, logits = predict_split(model, val.dataset, val.split, cfg)
+    choice = choose_on_validation(split.labels, logits, calibrate=False)
+    where = f"validation split of {cfg.data_dir} ({len(split)} images), by cxr14 evaluate"
+    log.info("ensemble: thresholds chosen on the %s", where)
+    return replace(model, calibration=choice, card={**model.card, "thresholds_chosen_on": where})
 
 
 def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConfig) -> tuple[Split, np.ndarray]:

@@ -29,6 +29,7 @@ from cxr14.model.device import resolve_device, resolve_precision
 from cxr14.model.inference import Classifier
 
 if TYPE_CHECKING:
+    from cxr14.model.ensemble import EnsembleClassifier
     from cxr14.model.onnx_runtime import OnnxClassifier
 
 
@@ -36,10 +37,11 @@ if TYPE_CHECKING:
 class LoadedModel:
     """A classifier with what turns its logits into calls, and what describes it."""
 
-    classifier: Classifier | OnnxClassifier  # the same interface: uint8 batch in, logits out
+    classifier: Classifier | OnnxClassifier | EnsembleClassifier  # the same interface: uint8 batch in, logits out
     data_config: DataConfig
     calibration: ValidationChoice | None  # thresholds and temperatures chosen on validation
     card: dict[str, Any]
+    members: tuple[LoadedModel, ...] = ()  # an ensemble's members (its classifier averages them)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
         """[N, 14] calibrated probabilities (plain sigmoid for a checkpoint without a temperature)."""
@@ -55,7 +57,12 @@ class LoadedModel:
         """[B, S, S] in [0, 1]: where the model found each image's finding, for uint8 model-size films [B, S, S].
 
         HiResCAM through the classifier's own transform (cam.heatmaps); a PyTorch model only (see `explainable`).
+        An ensemble's map is the mean of its members' maps.
         """
+        if self.members:
+            from cxr14.model.ensemble import mean_heatmaps
+
+            return mean_heatmaps(self.members, pixels, findings)
         c = self.classifier
         x = torch.from_numpy(np.ascontiguousarray(pixels)).unsqueeze(1).to(c.device)
         return cam.heatmaps(c.model, c.transform(x), findings)
@@ -63,6 +70,8 @@ class LoadedModel:
     @property
     def explainable(self) -> bool:
         """Whether heatmaps can be made: they follow gradients through a PyTorch model (an ONNX graph has none)."""
+        if self.members:
+            return all(m.explainable for m in self.members)
         return isinstance(self.classifier, Classifier)
 
     @property
@@ -77,8 +86,16 @@ def load_model(path: Path, device: str = "auto", precision: str = "auto") -> Loa
 
     A cxr14 checkpoint (best_model.pth); or what `cxr14 export` wrote from one: a .onnx file (run by ONNX
     Runtime, calibration from the graph's metadata) or an hf folder (timm's local-dir loader, calibration from
-    its config.json). All three give the same probabilities for the same films.
+    its config.json). All three give the same probabilities for the same films. An ensemble (`A,B,C` or a
+    manifest, see `model.ensemble`) loads each member through here and averages them.
     """
+    from cxr14.model import ensemble
+
+    if ensemble.is_ensemble(path):
+        paths, choice, _ = ensemble.read_spec(path)
+        members = tuple(load_model(p, device, precision) for p in paths)
+        classifier, data, card = ensemble.combine(path, members, choice)
+        return LoadedModel(classifier, data, choice, card, members)
     path = Path(path)
     dev = resolve_device(device)
     if path.suffix == ".onnx":

@@ -134,8 +134,12 @@ def training_curves(rows: list[dict[str, float | None]]) -> bytes:
 Mark = tuple[str, float | None, float | None, float | None]  # label, mean, low, high
 
 
-def forest(rows: list[Mark], overall: float | None, xlabel: str) -> bytes:
-    """Mean AUROC with its interval per subgroup (label, mean, low, high), the overall mean as a vertical line."""
+def forest(rows: list[Mark], overall: float | None, xlabel: str, reference: str | None = None) -> bytes:
+    """A value with its interval per row (label, value, low, high) and a vertical reference line at `overall`.
+
+    Subgroups: each group's mean AUROC against the overall mean ("all images"); a comparison: each finding's
+    paired difference against 0 (`reference` names the line).
+    """
     height = 0.9 + 0.28 * len(rows)
     fig = Figure(figsize=(6.5, height))
     ax = fig.subplots()
@@ -157,7 +161,7 @@ def forest(rows: list[Mark], overall: float | None, xlabel: str) -> bytes:
             ax.plot([low, high], [yi, yi], color=LINE, lw=1.5)
         ax.plot([mean], [yi], "s", color=LINE, ms=5)
     if overall is not None:
-        ax.axvline(overall, color=POINT, lw=1, ls="--", label=f"all images {overall:.3f}")
+        ax.axvline(overall, color=POINT, lw=1, ls="--", label=reference or f"all images {overall:.3f}")
         ax.legend(fontsize=SMALL - 1, loc="lower right")
     ax.set_yticks(y, [r[0] for r in rows], fontsize=SMALL)
     ax.set_ylim(-0.7, len(rows) - 0.3)
@@ -169,3 +173,4 @@ def forest(rows: list[Mark], overall: float | None, xlabel: str) -> bytes:
 
 def _num(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+

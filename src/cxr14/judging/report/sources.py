@@ -62,7 +62,10 @@ def load_inputs(folder: Path, history: Path | None = None) -> ReportInputs:
         raise UserError(f"Could not read {path}: {err}. Run the evaluation again to rewrite it.") from err
     if not isinstance(metrics, dict) or "per_class" not in metrics:
         raise UserError(f"{path} is not an evaluation's metrics.json (no per_class); run the evaluation again.")
-    history_part = read_history(history_candidates(folder, metrics, history))
+    if (metrics.get("model") or {}).get("members") and history is None:
+        history_part = Part(None, None, "An ensemble: each member's training history is in its own run folder.")
+    else:
+        history_part = read_history(history_candidates(folder, metrics, history))
     return ReportInputs(folder, metrics, read_predictions(folder, metrics), history_part)
 
 

@@ -36,6 +36,13 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     if "onnx" in cfg.formats:
         require(EXPORT_PACKAGES, "cxr14 export --format onnx")
     check_out(cfg)
+    from cxr14.model.ensemble import is_ensemble
+
+    if is_ensemble(cfg.checkpoint):
+        raise UserError(
+            f"{cfg.checkpoint} is an ensemble; export writes one model. Export each member (cxr14 export "
+            f"--checkpoint MEMBER --out DIR) and serve or predict the ensemble from its manifest."
+        )
     if cfg.checkpoint.suffix == ".onnx":
         raise UserError(f"{cfg.checkpoint} is an ONNX graph; export starts from a best_model.pth (or an hf folder).")
     from cxr14.model.loading import load_model
