@@ -100,6 +100,31 @@ def _refused(page, bad: Path, seen: Visit) -> str:
     return page.inner_text("#status")
 
 
+def unusual_banners(url: str, films: list[Path]) -> dict[str, tuple[bool, str, bool]]:
+    """Per film (by name): whether the page shows its "not like the training films" banner, the banner's text,
+    and whether the findings are greyed. Each film is chosen with the file input on a fresh desktop page."""
+    from playwright.sync_api import sync_playwright
+
+    shots = browser_settings()
+    out = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(shots.CHROMIUM), args=list(shots.CHROMIUM_ARGS))
+        try:
+            for film in films:
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(url, wait_until="load")
+                page.set_input_files("#file", str(film))
+                page.wait_for_selector("#findings button", timeout=WAIT_MS)
+                shown = page.is_visible("#unusual")
+                text = page.inner_text("#unusual") if shown else ""
+                greyed = page.eval_on_selector("#findings", "f => f.classList.contains('greyed')")
+                out[film.name] = (shown, text, greyed)
+                page.close()
+        finally:
+            browser.close()
+    return out
+
+
 def visit_docs(url: str) -> Visit:
     """Open /docs (Swagger UI) and wait until it has laid out the API's operations from /openapi.json."""
     from playwright.sync_api import sync_playwright

@@ -66,8 +66,9 @@ def test_export_checks_each_file_and_prints_the_largest_difference(exported: tup
              for line in printed.splitlines() if "largest |probability difference|" in line}  # fmt: skip
     assert set(lines) == {"hf", "onnx", "onnx float32"}
     for line in lines.values():
-        largest = float(re.search(r"checkpoint: (\S+) over", line).group(1))
-        assert largest <= TOL and line.endswith(": ok")
+        largest = float(re.search(r"checkpoint: ([^,\s]+)", line).group(1))
+        gate = float(re.search(r"\|ood_score difference\| (\S+) over", line).group(1))  # the model has a gate
+        assert largest <= TOL and gate <= 1e-3 and line.endswith(": ok")
     record = json.loads((out / "export.json").read_text())
     assert all(c["passed"] and c["largest_difference"] <= TOL for c in record["checks"])
     assert all(TRACE_BATCH not in c["batches"] for c in record["checks"])  # checked at other batch sizes
@@ -82,6 +83,7 @@ def test_onnx_graph_takes_pixels_of_any_batch_and_matches_the_checkpoint(exporte
     pixels = np.stack([np.array(Image.open(p))[None] for p in films])
     model = load_model(checkpoint, "cpu", "fp32")
     expected = model.probabilities(model.classifier(torch.from_numpy(pixels)).numpy())
+    gate_scores = model.classifier.run(torch.from_numpy(pixels)).ood.numpy()
     for name, dtype in (("model.onnx", np.uint8), ("model_float32.onnx", np.float32)):
         session = onnxruntime.InferenceSession(str(out / "onnx" / name), providers=["CPUExecutionProvider"])
         probs, logits = session.run(["probabilities", "logits"], {"pixels": pixels.astype(dtype)})
@@ -89,6 +91,8 @@ def test_onnx_graph_takes_pixels_of_any_batch_and_matches_the_checkpoint(exporte
         assert np.abs(model.probabilities(logits) - expected).max() <= TOL  # raw logits, calibrated by cxr14
         single = session.run(["probabilities"], {"pixels": pixels[2:3].astype(dtype)})[0]
         assert np.abs(single - expected[2:3]).max() <= TOL
+        (ood,) = session.run(["ood_score"], {"pixels": pixels.astype(dtype)})  # the gate, inside the graph
+        assert ood.shape == (4,) and np.abs(ood - gate_scores).max() <= 1e-3
     meta = onnxruntime.InferenceSession(str(out / "onnx" / "model.onnx")).get_modelmeta().custom_metadata_map
     block = json.loads(meta["cxr14"])
     assert block["labels"] == list(LABELS) and block["image_size"] == 64 and len(block["thresholds"]) == 14
@@ -114,6 +118,11 @@ def test_hf_folder_loads_with_timm_alone(exported, films) -> None:
     pixels = torch.from_numpy(np.array(Image.open(films[0]))[None, None])
     expected = model.probabilities(model.classifier(pixels).numpy())[0]
     assert np.abs(np.array(list(printed.values())) - expected).max() <= TOL + 5e-5  # printed to 4 decimals
+    # the gate's statistics travel in config.json: the folder read by cxr14 gives the checkpoint's ood_score
+    block = json.loads((out / "hf" / "config.json").read_text())["cxr14"]
+    assert block["gate"]["threshold"] > 0 and len(block["gate"]["mean"]) == len(block["gate"]["precision"])
+    from_folder = load_model(out / "hf", "cpu", "fp32").classifier.run(pixels).ood
+    assert abs(float(from_folder[0]) - float(model.classifier.run(pixels).ood[0])) <= 1e-3
 
 
 def test_model_card_carries_the_metrics(exported, phantom_run) -> None:

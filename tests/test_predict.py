@@ -67,7 +67,7 @@ def test_folder_rows_skips_and_the_same_numbers_as_evaluation(films: Path, phant
     code, out, err = predict(capsys, str(films), "--checkpoint", str(run / "best_model.pth"))
     assert code == 0
     rows = pd.read_csv(io.StringIO(out))
-    assert list(rows.columns) == ["file", *LABELS, "findings"]
+    assert list(rows.columns) == ["file", *LABELS, "findings", "ood_score", "unusual", "reason"]
     assert len(rows) == 9  # 6 PNG + JPEG + MONOCHROME1 + CT; the text file and the empty file are skipped
     assert "notes.png" in err and "empty.dcm" in err and "2 unreadable file(s) skipped" in err
     by_name = rows.set_index(rows["file"].map(lambda f: Path(f).name))[list(LABELS)].astype(float)
@@ -84,11 +84,14 @@ def test_folder_rows_skips_and_the_same_numbers_as_evaluation(films: Path, phant
 def test_json_lines_and_calls_at_thresholds(films: Path, phantom_run, tmp_path: Path, capsys) -> None:
     run, _ = phantom_run
     out_file = tmp_path / "rows.jsonl"
-    code, out, _ = predict(capsys, str(films / "ct.dcm"), "--checkpoint", str(run / "best_model.pth"), "--json",
+    png = sorted(films.glob("*_*.png"))[0]  # a phantom test film: like the training films
+    code, out, _ = predict(capsys, str(png), "--checkpoint", str(run / "best_model.pth"), "--json",
                            "--out", str(out_file))  # fmt: skip
     assert code == 0 and out == ""
     (row,) = [json.loads(line) for line in out_file.read_text().splitlines()]
-    assert set(row) == {"file", "probabilities", "findings"} and list(row["probabilities"]) == list(LABELS)
+    assert set(row) == {"file", "probabilities", "findings", "ood_score", "unusual", "reason"}
+    assert list(row["probabilities"]) == list(LABELS) and row["unusual"] is False and row["reason"] is None
+    assert 0 < row["ood_score"] < 1  # the shared phantom model carries a gate
     import torch
 
     thresholds = torch.load(run / "best_model.pth", weights_only=True)["calibration"]["thresholds"]

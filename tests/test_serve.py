@@ -92,8 +92,10 @@ def post(client: httpx.Client, name: str, data: bytes, query: str = "") -> httpx
 
 def same_row(got: dict, want: dict) -> None:
     """Equal to what the CLI printed: same keys, file and findings; probabilities to its sixth decimal."""
-    assert list(got) == list(want) == ["file", "probabilities", "findings"]
+    assert list(got) == list(want) == ["file", "probabilities", "findings", "ood_score", "unusual", "reason"]
     assert got["file"] == want["file"] and got["findings"] == want["findings"]
+    assert got["unusual"] == want["unusual"] and got["reason"] == want["reason"]
+    assert got["ood_score"] == pytest.approx(want["ood_score"], abs=1.01e-4)
     assert list(got["probabilities"]) == list(LABELS)
     for label in LABELS:
         assert got["probabilities"][label] == pytest.approx(want["probabilities"][label], abs=1.01e-6)
@@ -190,15 +192,15 @@ class GatedClassifier(Classifier):
     """Scores only once `opened` is set (a slow model for the queue test); raises if `broken`."""
 
     def __init__(self, inner: Classifier, broken: bool = False) -> None:
-        super().__init__(inner.model, inner.transform, inner.precision)
+        super().__init__(inner.model, inner.transform, inner.precision, inner.gate)
         self.opened = threading.Event()
         self.broken = broken
 
-    def __call__(self, images):
+    def run(self, images, features=False):
         if self.broken:
             raise RuntimeError("a bug\nspread over lines")
         assert self.opened.wait(30)
-        return super().__call__(images)
+        return super().run(images, features)
 
 
 def test_full_queue_gets_503_and_work_in_progress_finishes(
@@ -345,6 +347,18 @@ def test_predict_equals_cli_for_png_and_dicom(client: httpx.Client, serve_films:
     with_film = post(client, "film.dcm", (serve_films / "film.dcm").read_bytes(), "?film=1").json()
     assert png_of(with_film.pop("film")).size == Image.open(serve_films / "film.png").size
     same_row(with_film, cli_rows["film.dcm"])
+
+
+def test_unusual_films_are_flagged_by_the_api(client: httpx.Client, serve_films: Path, tmp_path: Path) -> None:
+    from sklearn.datasets import load_sample_images
+
+    buf = io.BytesIO()
+    Image.fromarray(load_sample_images().images[1]).save(buf, format="JPEG")
+    body = post(client, "photo.jpg", buf.getvalue()).json()
+    assert body["unusual"] is True and "colour photograph" in body["reason"] and body["findings"] == []
+    assert body["ood_score"] is not None and len(body["probabilities"]) == 14  # given, not called
+    phantom = post(client, "film.png", (serve_films / "film.png").read_bytes()).json()
+    assert phantom["unusual"] is False and phantom["reason"] is None and phantom["ood_score"] < 1
 
 
 def test_cam_adds_heatmap_png(client: httpx.Client, serve_films: Path, cli_rows: dict) -> None:

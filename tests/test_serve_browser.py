@@ -73,3 +73,27 @@ def test_docs_page_needs_nothing_from_the_network(serve_model: LoadedModel, serv
         seen = driver.visit_docs(url)
     assert seen.errors == [] and seen.elsewhere == []
     assert {"/api/predict", "/api/model", "/api/health"} <= set(seen.order[(1280, 900)])
+
+
+def test_unusual_film_gets_a_banner_and_greyed_findings(
+    serve_model: LoadedModel, serve_checkpoint: Path, serve_films: Path, tmp_path: Path
+) -> None:
+    driver = load_script("screenshot_serve")
+    if not driver.browser_settings().CHROMIUM.is_file():
+        pytest.skip("Chromium not installed: `apt-get install chromium` (scripts/setup does it as root)")
+    pytest.importorskip("playwright.sync_api", reason="Playwright not installed: pip install playwright")
+    from sklearn.datasets import load_sample_images
+
+    from cxr14.config import ServeConfig
+    from cxr14.using.serve.app import create_app
+    from cxr14.using.serve.runner import in_thread
+
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(load_sample_images().images[0]).save(photo)
+    real = Path(__file__).parent / "data" / "nih_real" / "00000002_000.png"  # a real film: not a phantom
+    with in_thread(create_app(serve_model, ServeConfig(checkpoint=serve_checkpoint))) as url:
+        seen = driver.unusual_banners(url, [serve_films / "film.png", photo, real])
+    assert seen["film.png"] == (False, "", False)  # a phantom film: no banner, findings in colour
+    for name, why in (("photo.jpg", "colour photograph"), (real.name, "unlike the films")):
+        shown, text, greyed = seen[name]
+        assert shown and greyed and "do not trust these numbers" in text and why in text, (name, text)

@@ -23,6 +23,7 @@ from cxr14.config import (
     DownloadConfig,
     EvaluateConfig,
     ExportConfig,
+    FitGateConfig,
     PhantomConfig,
     PredictConfig,
     PrepareConfig,
@@ -108,12 +109,24 @@ COMMANDS: tuple[Command, ...] = (
         "comparison.csv and report.html (a forest plot of the differences).",
     ),
     Command(
+        "fit-gate", FitGateConfig, "cxr14.training.gate_fit:run_fit_gate",
+        "add the out-of-distribution gate to a checkpoint trained without one (training fits it itself)",
+        "Fit the check that flags films unlike the training data: the pooled features of the checkpoint's own "
+        "training films (at most 20,000, a seeded sample) summarised by their mean and a Ledoit-Wolf covariance, "
+        "and a threshold on the Mahalanobis distance at the 99th percentile of its validation films (at least 30 "
+        "needed). Stored in the checkpoint, which is rewritten atomically (or --out). cxr14 train does this "
+        "itself when it ends.",
+    ),
+    Command(
         "predict", PredictConfig, "cxr14.using.predict:run_predict",
         "score new films (PNG, JPEG, DICOM) with a checkpoint: one row of 14 probabilities per film",
         "Read PNG, JPEG and DICOM films (files, or folders searched recursively), score them with a trained "
         "model and print one CSV row per film (or JSON lines with --json): the 14 probabilities, calibrated with "
         "the temperatures fitted on validation, and the findings at or above the thresholds chosen there. "
-        "Unreadable files are skipped and named. --cam writes heatmap overlays.",
+        "Each row also says whether the film is unusual - plainly not a chest film (a colour photograph, an odd "
+        "shape, a blank image), or unlike the training films to the model's out-of-distribution gate (ood_score "
+        "above 1) - and why; an unusual film's findings are not called. Unreadable files are skipped and named. "
+        "--cam writes heatmap overlays.",
     ),
     Command(
         "report", ReportConfig, "cxr14.judging.report:rebuild",
@@ -136,9 +149,10 @@ COMMANDS: tuple[Command, ...] = (
         "Turn a best_model.pth into OUT/hf (model.safetensors, config.json and a README.md model card in the "
         "Hugging Face hub's layout: `timm.create_model('local-dir:OUT/hf', pretrained=True)` loads it without "
         "cxr14) and OUT/onnx/model.onnx (uint8 pixels [batch, 1, S, S] in, normalisation and temperature inside, "
-        "'probabilities' and 'logits' [batch, 14] out, any batch size). Each file is then reloaded (timm; ONNX "
-        "Runtime on the CPU), fed the same phantom films as the checkpoint, and the export fails if any "
-        "probability differs by more than 1e-4; the largest difference is printed. Both outputs also work as "
+        "'probabilities' and 'logits' [batch, 14] out, and the gate's 'ood_score' [batch], any batch size). Each file "
+        "is then reloaded (timm; ONNX Runtime on the CPU), fed the same phantom films as the checkpoint, and the "
+        "export fails if any probability differs by more than 1e-4 (an ood_score by more than 1e-3); the largest "
+        "difference is printed. Both outputs also work as "
         "`cxr14 predict --checkpoint`.",
     ),
     Command(

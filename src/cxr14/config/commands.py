@@ -87,6 +87,26 @@ class CompareConfig(Options):
 
 
 @dataclass
+class FitGateConfig(Options):
+    """`cxr14 fit-gate`: the out-of-distribution gate for a checkpoint trained without one, stored in it."""
+
+    checkpoint: Path = opt(MISSING, "the best_model.pth to add the gate to", path="in_file")
+    data_dir: Path = opt(Path("data"), "the dataset it was trained on (its train and validation splits, rebuilt as "
+                         "its run split them)", path="in_dir")  # fmt: skip
+    out: Path | None = opt(None, "write the checkpoint with its gate here instead of replacing --checkpoint "
+                           "(atomically, once the gate is fitted)", path="out_file")  # fmt: skip
+    force: bool = opt(False, "fit again when the checkpoint already carries a gate")
+    csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
+    cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
+                                 path="in_dir")  # fmt: skip
+    on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
+    batch_size: int = opt(64, "images per forward pass", min=1)
+    num_workers: int = opt(4, "DataLoader worker processes", min=0)
+    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
+    progress: bool = opt(True, "show progress bars")
+
+
+@dataclass
 class PredictConfig(Options):
     """`cxr14 predict`: films in, one row of probabilities and calls per film out."""
 
@@ -100,6 +120,9 @@ class PredictConfig(Options):
     cam: Path | None = opt(None, "also write a heatmap overlay PNG per image (its top findings) into this folder",
                            path="out_dir")  # fmt: skip
     cam_top: int = opt(3, "with --cam: how many of each image's most probable findings get a heatmap", min=1, max=14)
+    on_unusual: str = opt("flag", "a film unlike the training data (or plainly not a chest film): keep its row, "
+                          "marked unusual with the reason and no finding called, or leave it out",
+                          choices=("flag", "skip"))  # fmt: skip
     batch_size: int = opt(32, "images per forward pass", min=1)
     num_workers: int = opt(2, "processes reading images", min=0)
     device: str = opt("auto", "auto, cpu, cuda or cuda:N")

@@ -1,8 +1,10 @@
 """Datasets that hand out uint8 images: the model, normalisation and augmentation live elsewhere.
 
-A sample is `(image uint8 [1, S, S], target float [14], index, ok)`. Keeping pixels uint8 until
-they reach the device moves a quarter of the bytes of float32 through workers, pinned memory and
-PCIe; `ok` lets a corrupt file be skipped and counted instead of killing the epoch.
+A sample is `(image uint8 [1, S, S], target float [14], index, why-unreadable, note)`. Keeping pixels uint8
+until they reach the device moves a quarter of the bytes of float32 through workers, pinned memory and
+PCIe; the unreadable reason lets a corrupt file be skipped and counted instead of killing the epoch; the note
+is what a source found plainly wrong with a readable film while decoding it (a colour photograph, say), so
+that the check costs no second decode.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
 
     def read(self, i: int) -> np.ndarray:
-        """uint8 (size, size) pixels of item i; raises one of DECODE_ERRORS if unreadable."""
+        """uint8 (size, size) pixels of item i; raises one of DECODE_ERRORS if unreadable.
+
+        A source may also offer `read_noted(i) -> (pixels, note)`, the note saying in words what is plainly
+        wrong with the film ("" when nothing is); the dataset prefers it.
+        """
         ...
 
     def name(self, i: int) -> str:
@@ -70,13 +76,15 @@ class XrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, str]:
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, str, str]:
+        read_noted = getattr(self.source, "read_noted", None)
         try:
-            pixels = self.source.read(i)
+            pixels, note = read_noted(i) if read_noted is not None else (self.source.read(i), "")
         except DECODE_ERRORS as exc:
             size = self.source.size
-            return torch.zeros(1, size, size, dtype=torch.uint8), self.labels[i], i, f"{type(exc).__name__}: {exc}"
-        return torch.from_numpy(pixels).unsqueeze(0), self.labels[i], i, ""
+            zeros = torch.zeros(1, size, size, dtype=torch.uint8)
+            return zeros, self.labels[i], i, f"{type(exc).__name__}: {exc}", ""
+        return torch.from_numpy(pixels).unsqueeze(0), self.labels[i], i, "", note
 
     def __getitems__(self, items: list[int]) -> dict | list:
         """A whole batch at once when the source can gather it (the cache), else sample by sample."""
@@ -85,7 +93,8 @@ class XrayDataset(Dataset):
         if pixels is None:
             return [self[i] for i in items]
         index = torch.as_tensor(items, dtype=torch.long)
-        return {"image": torch.from_numpy(pixels).unsqueeze(1), "target": self.labels[index], "index": index, "bad": []}
+        return {"image": torch.from_numpy(pixels).unsqueeze(1), "target": self.labels[index], "index": index,
+                "bad": [], "note": [""] * len(items)}  # fmt: skip
 
     def report_bad(self, bad: list[tuple[int, str]]) -> list[tuple[int, str]]:
         """Raise a UserError for the first unreadable image, or (skip mode) return them as (index, reason)."""
@@ -109,6 +118,6 @@ def collate_skipping_bad(batch: list | dict) -> dict:
     good = [b for b in batch if not b[3]]
     bad = [(b[2], b[3]) for b in batch if b[3]]
     if not good:
-        return {"image": torch.empty(0), "target": torch.empty(0), "index": torch.empty(0), "bad": bad}
-    image, target, index, _ = default_collate(good)
-    return {"image": image, "target": target, "index": index, "bad": bad}
+        return {"image": torch.empty(0), "target": torch.empty(0), "index": torch.empty(0), "bad": bad, "note": []}
+    image, target, index = default_collate([b[:3] for b in good])
+    return {"image": image, "target": target, "index": index, "bad": bad, "note": [b[4] for b in good]}

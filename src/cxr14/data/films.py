@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,21 @@ def is_dicom(head: bytes) -> bool:
     return head[_MAGIC_AT : _MAGIC_AT + 4] == _MAGIC
 
 
+@dataclass(frozen=True)
+class Film:
+    """A decoded film: its 8-bit gray pixels, and how coloured the file was before the gray conversion."""
+
+    pixels: np.ndarray  # uint8 (H, W)
+    chroma: float = 0.0  # mean (max - min) of R, G, B per pixel on a thumbnail, 0..255; 0 for a gray file or DICOM
+
+
 def read_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode one film to a uint8 (H, W) gray array, or raise FilmError with a one-line reason.
+    """The uint8 (H, W) gray pixels of one film (`open_film`), or FilmError with a one-line reason."""
+    return open_film(source, max_pixels).pixels
+
+
+def open_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> Film:
+    """Decode one film to uint8 (H, W) gray pixels and its colourfulness, or raise FilmError with a one-line reason.
 
     PNG (any mode: RGBA, palette, 16-bit scaled from its min..max) or JPEG, turned upright by its EXIF
     orientation, or DICOM. DICOM is recognised by
@@ -53,7 +67,7 @@ def read_film(source: Path | str | bytes, max_pixels: int = MAX_PIXELS) -> np.nd
         name = Path(source)
         head = _head(name)
     if is_dicom(head) or (name is not None and name.suffix.lower() in DICOM_SUFFIXES):
-        return read_dicom(io.BytesIO(source) if name is None else name, max_pixels, has_magic=is_dicom(head))
+        return Film(read_dicom(io.BytesIO(source) if name is None else name, max_pixels, has_magic=is_dicom(head)))
     return _read_pil(io.BytesIO(source) if name is None else name, head, max_pixels)
 
 
@@ -70,7 +84,7 @@ def _head(path: Path) -> bytes:
     return head
 
 
-def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray:
+def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> Film:
     """PNG or JPEG through PIL: header first (size check), then the full decode (truncation shows here)."""
     try:
         img = Image.open(fp, formats=_PIL_FORMATS)
@@ -90,9 +104,48 @@ def _read_pil(fp: Path | io.BytesIO, head: bytes, max_pixels: int) -> np.ndarray
             img.load()
             upright = ImageOps.exif_transpose(img)  # phone photos of a film carry their rotation in EXIF
             gray = gray8(upright)
+            chroma = _chroma(upright)
         except Exception as exc:  # truncated data, a bad CRC, a broken zlib stream, an odd mode...
             raise FilmError(f"truncated or damaged {img.format} file ({one_line(exc)})") from exc
-        return np.array(gray, dtype=np.uint8)
+        return Film(np.array(gray, dtype=np.uint8), chroma)
+
+
+def _chroma(img: Image.Image) -> float:
+    """How coloured an image is: the mean spread of R, G, B per pixel of a 64 px thumbnail (0 for gray files).
+
+    A radiograph saved as RGB (NIH's 519 RGBA PNGs among them) has R = G = B everywhere; a photograph does not.
+    """
+    if img.mode in ("L", "I", "I;16", "I;16B", "I;16L", "F", "1", "LA"):
+        return 0.0
+    thumb = img.convert("RGB")
+    thumb.thumbnail((64, 64), Image.Resampling.NEAREST)
+    rgb = np.asarray(thumb, dtype=np.int16)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean())
+
+
+#: The cheap checks before the model (`unusual_film`): a film more coloured than this is a photograph ...
+CHROMA_LIMIT = 20.0
+#: ... one whose longer side is this many times its shorter is not a chest film's shape ...
+ASPECT_LIMIT = 2.5
+#: ... and one whose gray levels spread less than this (standard deviation, 0..255) is nearly blank.
+FLAT_LIMIT = 4.0
+
+
+def unusual_film(film: Film) -> str:
+    """Why a film is plainly not a chest radiograph, in words ("" when nothing plain is wrong).
+
+    Checks what is cheap and certain before the model sees the film: colour, shape and contrast. Whether a
+    gray, chest-shaped film looks like the training films is the model's gate's question (`model.gate`).
+    """
+    h, w = film.pixels.shape
+    if film.chroma > CHROMA_LIMIT:
+        return f"a colour photograph or picture (colour spread {film.chroma:.0f} of 255), not a radiograph"
+    if max(h, w) > ASPECT_LIMIT * min(h, w):
+        return f"a {w} x {h} picture (aspect ratio {max(h, w) / min(h, w):.1f}): not the shape of a chest film"
+    thumb = film.pixels[:: max(1, h // 128), :: max(1, w // 128)]
+    if float(thumb.std()) < FLAT_LIMIT:
+        return f"a nearly blank image (gray levels spread {float(thumb.std()):.1f} of 255)"
+    return ""
 
 
 #: (offset, magic, what it is) for the files people upload by mistake.

@@ -121,7 +121,13 @@ def build_datasets(cfg: TrainConfig, names: tuple[str, ...] = ("train", "val", "
 
 
 def make_loader(
-    dataset: XrayDataset, cfg: TrainConfig, train: bool, device: torch.device, rank: int = 0, world_size: int = 1
+    dataset: XrayDataset,
+    cfg: TrainConfig,
+    train: bool,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    rows: np.ndarray | None = None,
 ) -> DataLoader:
     """A DataLoader of uint8 batches: this process's shard, shuffled per epoch when training.
 
@@ -129,14 +135,16 @@ def make_loader(
     `benchmarks/data_pipeline.py` measured that 4x faster than the same gather in 2 workers. Under torchrun
     every process maps the same cache file read-only, so a node holds its pages once in the page cache.
     Evaluation shards are padded to equal length by the sampler; `distributed.merge_predictions` drops the
-    repeats by dataset index.
+    repeats by dataset index. `rows` (evaluation): score only these dataset rows.
     """
     workers = 0 if getattr(dataset.source, "gathers_batches", False) else cfg.num_workers
     # The order of images comes from the sampler (seed + epoch), and the loader has its own generator (it draws
     # a worker seed from it for every new iterator). Neither touches the global RNG that augmentation uses, so
     # results do not depend on the worker count, or on whether pixels come from PNGs (workers) or the cache.
-    order: EpochSampler | DistributedSampler | None = None
-    if train:
+    order: EpochSampler | DistributedSampler | list[int] | None = None
+    if rows is not None:  # these rows only, in order, every process its own share (evaluation only)
+        order = [int(r) for r in rows[rank::world_size]]
+    elif train:
         order = EpochSampler(dataset, rank, world_size, cfg.seed)
     elif world_size > 1:
         order = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
@@ -144,7 +152,7 @@ def make_loader(
         dataset,
         batch_size=cfg.batch_size if train else cfg.batch_size * 2,
         sampler=order,
-        drop_last=train and order is not None and order.num_samples > cfg.batch_size,
+        drop_last=train and isinstance(order, EpochSampler) and order.num_samples > cfg.batch_size,
         num_workers=workers,
         pin_memory=device.type == "cuda",
         persistent_workers=workers > 0,

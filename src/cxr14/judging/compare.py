@@ -109,7 +109,8 @@ def score_on_data(spec: Path, name: str, cfg: CompareConfig) -> Scored:
     model = load_model(spec, cfg.device)
     train_cfg = data_config_for(cfg, model.card["config"])
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
-    split, logits = predict_split(model, data.dataset, data.split, train_cfg)
+    split, pred = predict_split(model, data.dataset, data.split, train_cfg)
+    logits = pred.logits
     labels = tuple(model.card["labels"])
     return Scored(name, f"scored on the {cfg.split} split of {cfg.data_dir}", split.names, split.patients, labels,
                   split.labels.astype(np.uint8), model.probabilities(logits).astype(np.float64), spec)  # fmt: skip

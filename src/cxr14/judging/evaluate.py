@@ -20,7 +20,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from cxr14 import __version__
-from cxr14.config import CompareConfig, EvaluateConfig, TrainConfig
+from cxr14.config import CompareConfig, EvaluateConfig, FitGateConfig, TrainConfig
 from cxr14.config.options import check_writable
 from cxr14.data.loaders import build_datasets
 from cxr14.data.metadata import find_in
@@ -30,7 +30,7 @@ from cxr14.files import write_text
 from cxr14.judging.adjudicated import GOOGLE_FILE, read_google_labels, score_adjudicated
 from cxr14.judging.bootstrap import format_intervals, patient_bootstrap
 from cxr14.judging.calibration import expected_calibration_error, reliability_bins
-from cxr14.judging.metrics import merge_json
+from cxr14.judging.metrics import auroc_columns, mean_defined, merge_json, optional
 from cxr14.judging.report import write_report
 from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
@@ -38,7 +38,7 @@ from cxr14.judging.thresholds import choose_on_validation, operating_point
 from cxr14.labels import LABELS
 from cxr14.model.decision import ValidationChoice, apply_temperature
 from cxr14.model.ensemble import write_manifest
-from cxr14.model.inference import predict
+from cxr14.model.inference import Predictions, predict
 from cxr14.model.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,12 @@ def score(
     scoring: Scoring,
     data: dict[str, Any],
     google: Any = None,
+    ood: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """metrics.json for `split` (rows aligned with `logits`): the training schema plus intervals and the rest."""
+    """metrics.json for `split` (rows aligned with `logits`): the training schema plus intervals and the rest.
+
+    `ood`: the gate's ood_score per image, when the model has a gate (metrics["ood"]: the share flagged and the
+    AUROCs without the flagged films)."""
     targets = split.labels
     temperature = calibration.temperature if calibration is not None else None
     probs = apply_temperature(logits, temperature)
@@ -108,6 +112,7 @@ def score(
         if calibration else None  # fmt: skip
     metrics["subgroups"] = subgroups.to_json()
     metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
+    metrics["ood"] = ood_record(targets, probs, ood)
     metrics["sample"] = sample_note(split)
     metrics["data"] = data
     metrics["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -116,6 +121,30 @@ def score(
     if metrics["sample"]:
         log.warning("%s", metrics["sample"]["note"])
     return metrics
+
+
+def ood_record(targets: np.ndarray, probs: np.ndarray, ood: np.ndarray | None) -> dict[str, Any] | None:
+    """How much of the split the gate flags as unlike the training films, and the AUROCs without those films."""
+    if ood is None:
+        return None
+    flagged = np.asarray(ood) > 1.0
+    kept = ~flagged
+    per_class = auroc_columns(targets[kept], probs[kept]) if kept.any() else np.full(targets.shape[1], np.nan)
+    record = {
+        "n_flagged": int(flagged.sum()),
+        "share_flagged": float(flagged.mean()),
+        "threshold": "ood_score > 1 (the 99th percentile of the validation films' distance)",
+        "mean_auroc_all": mean_defined(auroc_columns(targets, probs)),
+        "mean_auroc_unflagged": mean_defined(per_class),
+        "per_class_unflagged": {name: optional(v) for name, v in zip(LABELS, per_class, strict=True)},
+        "ood_score_quantiles": {f"q{q}": float(np.quantile(ood, q / 100)) for q in (50, 90, 99)},
+    }
+    if flagged.any():
+        log.warning(
+            "%d of %d films (%.1f%%) look unlike the training films (ood_score > 1); mean AUROC without them %s",
+            flagged.sum(), len(flagged), 100 * flagged.mean(), record["mean_auroc_unflagged"],
+        )  # fmt: skip
+    return record
 
 
 def find_google_labels(data_dir: Path) -> Any:
@@ -153,14 +182,14 @@ def _cell(value: Any) -> str:
     return f"{value:.6f}" if isinstance(value, float) else str(value)
 
 
-def data_config_for(cfg: EvaluateConfig | CompareConfig, state_config: dict[str, Any]) -> TrainConfig:
+def data_config_for(cfg: EvaluateConfig | CompareConfig | FitGateConfig, state_config: dict[str, Any]) -> TrainConfig:
     """The training run's data settings (split fraction, seed, size) with this command's folder and options."""
     return TrainConfig.from_json(
         state_config,
         data_dir=cfg.data_dir,
         csv=cfg.csv,
         cache_dir=cfg.cache_dir,
-        max_test_samples=cfg.max_samples if cfg.split == "test" else 0,
+        max_test_samples=getattr(cfg, "max_samples", 0) if getattr(cfg, "split", "test") == "test" else 0,
         on_bad_image=cfg.on_bad_image,
         batch_size=max(1, cfg.batch_size // 2),  # the loader doubles it for evaluation
         num_workers=cfg.num_workers,
@@ -192,10 +221,11 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.split == "val" and cfg.max_samples:
         log.warning("--max_samples applies to the test split only; scoring the whole validation split")
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
-    split, logits = predict_split(model, data.dataset, data.split, train_cfg)
+    split, pred = predict_split(model, data.dataset, data.split, train_cfg)
+    logits = pred.logits
     google = find_google_labels(cfg.data_dir) if cfg.split == "test" else None
     scoring = Scoring(cfg.n_resamples, cfg.seed)
-    metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google)
+    metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google, pred.ood)
     if cfg.bbox:
         from cxr14.judging.evaluate_boxes import localise
 
@@ -213,15 +243,15 @@ def ensemble_thresholds(model: LoadedModel, cfg: TrainConfig) -> LoadedModel:
     """An ensemble given without a manifest, with thresholds chosen on its validation split (Youden's J on the
     averaged probabilities; no temperature of its own: the members' are applied before averaging)."""
     val = build_datasets(cfg, ("val",))["val"]
-    split, logits = predict_split(model, val.dataset, val.split, cfg)
-    choice = choose_on_validation(split.labels, logits, calibrate=False)
+    split, pred = predict_split(model, val.dataset, val.split, cfg)
+    choice = choose_on_validation(split.labels, pred.logits, calibrate=False)
     where = f"validation split of {cfg.data_dir} ({len(split)} images), by cxr14 evaluate"
     log.info("ensemble: thresholds chosen on the %s", where)
     return replace(model, calibration=choice, card={**model.card, "thresholds_chosen_on": where})
 
 
-def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConfig) -> tuple[Split, np.ndarray]:
-    """Logits for every readable image of a split, and the split reduced to those images (same order)."""
+def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConfig) -> tuple[Split, Predictions]:
+    """The predictions for every readable image of a split, and the split reduced to those images (same order)."""
     from cxr14.data.loaders import make_loader
 
     loader: DataLoader = make_loader(dataset, cfg, train=False, device=model.classifier.device)
@@ -230,4 +260,4 @@ def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConf
         log.warning("%s: %d unreadable image(s) skipped", split.name, pred.n_bad)
     if len(pred.index) == 0:
         raise UserError(f"No readable image in the {split.name} split; see the skipped-image count above.")
-    return split.take(pred.index), pred.logits
+    return split.take(pred.index), pred

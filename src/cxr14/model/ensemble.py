@@ -31,6 +31,7 @@ from cxr14.errors import UserError
 from cxr14.files import write_text
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice, apply_temperature
+from cxr14.model.inference import Scores
 
 log = logging.getLogger(__name__)
 #: The manifest's marker key and format version.
@@ -116,13 +117,24 @@ class EnsembleClassifier:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        total = None
+        return self.run(images).logits
+
+    @torch.no_grad()
+    def run(self, images: torch.Tensor, features: bool = False) -> Scores:
+        """(logits of the mean probability, the largest of the members' ood_scores: unusual to any member is
+        unusual; None when no member has a gate)."""
+        if features:
+            raise UserError("A gate is fitted for one model at a time: run cxr14 fit-gate on each member.")
+        total, oods = None, []
         for m in self.members:
-            logits = m.classifier(self._resized(images, m.data_config.image_size))
-            probs = apply_temperature(logits.float(), m.calibration.temperature if m.calibration else None)
+            scores = m.classifier.run(self._resized(images, m.data_config.image_size))
+            probs = apply_temperature(scores.logits.float(), m.calibration.temperature if m.calibration else None)
             total = probs.double().cpu() if total is None else total + probs.double().cpu()
+            if scores.ood is not None:
+                oods.append(scores.ood.float().cpu())
         mean = (total / len(self.members)).clamp(EPS, 1 - EPS)
-        return torch.logit(mean).float()
+        ood = torch.stack(oods).amax(dim=0) if oods else None
+        return Scores(torch.logit(mean).float(), ood, None)
 
     def _resized(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """The batch at a member's own size (exactly the batch when the sizes agree)."""

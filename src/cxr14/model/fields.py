@@ -18,13 +18,20 @@ from cxr14.errors import UserError
 from cxr14.labels import LABELS
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice
+from cxr14.model.gate import Gate
 
 #: config.json's key for these fields.
 KEY = "cxr14"
 
 
-def describe(data: DataConfig, calibration: ValidationChoice | None, card: dict[str, Any]) -> dict[str, Any]:
-    """The block: plain JSON types only; thresholds are None where a finding had no threshold (one class only)."""
+def describe(
+    data: DataConfig, calibration: ValidationChoice | None, card: dict[str, Any], gate: Gate | None = None
+) -> dict[str, Any]:
+    """The block: plain JSON types only; thresholds are None where a finding had no threshold (one class only).
+
+    `gate`: the out-of-distribution gate's statistics, for a file that carries them as data (the hf folder's
+    config.json); the ONNX graph computes its gate inside and its block names only the card's gate summary.
+    """
     size = data.image_size
     choice = calibration.to_json() if calibration is not None else {}
     return {
@@ -39,6 +46,7 @@ def describe(data: DataConfig, calibration: ValidationChoice | None, card: dict[
         "temperature": choice.get("temperature"),
         "threshold_rule": choice.get("threshold_rule"),
         "decision": "probability = sigmoid(logit / temperature); a finding is called when probability >= threshold",
+        "gate": gate.to_json() if gate is not None else None,
         # The local path of the checkpoint means nothing elsewhere (and need not be published): its name only.
         "card": json.loads(json.dumps({**card, "checkpoint": Path(str(card.get("checkpoint", ""))).name}, default=str)),
     }

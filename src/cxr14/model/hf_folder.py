@@ -20,8 +20,9 @@ from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice
 
 
-def load_hf(path: Path) -> tuple[torch.nn.Module, DataConfig, ValidationChoice | None, dict[str, Any]]:
-    """(model on the CPU, data config, calibration, card) from a folder that `write_hf` wrote."""
+def load_hf(path: Path) -> tuple[torch.nn.Module, DataConfig, ValidationChoice | None, dict[str, Any], Any]:
+    """(model on the CPU, data config, calibration, card, the gate's statistics or None) from a folder that
+    `write_hf` wrote."""
     import timm
 
     config_file = path / "config.json"
@@ -42,4 +43,4 @@ def load_hf(path: Path) -> tuple[torch.nn.Module, DataConfig, ValidationChoice |
         raise UserError(f"timm cannot load the model in {path} ({type(exc).__name__}: {first}).") from exc
     if model.num_classes != NUM_CLASSES:
         raise UserError(f"The model in {path} has {model.num_classes} outputs, not the {NUM_CLASSES} findings.")
-    return model, data, calibration, card
+    return model, data, calibration, card, config.get(fields.KEY, {}).get("gate")

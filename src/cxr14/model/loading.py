@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,13 @@ import torch
 
 from cxr14.data.transforms import DeviceTransform
 from cxr14.labels import LABELS
-from cxr14.model import cam, checkpoint
+from cxr14.model import cam, checkpoint, gate
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice, apply_temperature, decide
 from cxr14.model.device import resolve_device, resolve_precision
 from cxr14.model.inference import Classifier
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from cxr14.model.ensemble import EnsembleClassifier
@@ -101,21 +104,37 @@ def load_model(path: Path, device: str = "auto", precision: str = "auto") -> Loa
     if path.suffix == ".onnx":
         from cxr14.model.onnx_runtime import load_onnx
 
-        return LoadedModel(*load_onnx(path, dev))
+        loaded = LoadedModel(*load_onnx(path, dev))
+        if not loaded.classifier.has_gate:
+            _say_no_gate(path)
+        return loaded
     if path.is_dir():
         from cxr14.model.hf_folder import load_hf
 
-        model, data, calibration, card = load_hf(path)
+        model, data, calibration, card, stored_gate = load_hf(path)
     else:
         state = checkpoint.load(path)
         model, data = checkpoint.model_from_checkpoint(state)
         stored = state.get("calibration")
         calibration = ValidationChoice.from_json(stored) if stored else None
         card = model_card(state, path)
+        stored_gate = state.get("gate")
+    found = gate.from_state(stored_gate, str(path), gate.feature_dim(model)) if stored_gate else None
+    card["gate"] = found.summary() if found is not None else None
+    if found is None:
+        _say_no_gate(path)
     model.to(dev).eval()
     transform = DeviceTransform(data.mean, data.std, data.in_chans, None)
-    classifier = Classifier(model, transform, resolve_precision(precision, dev))
+    classifier = Classifier(model, transform, resolve_precision(precision, dev), found)
     return LoadedModel(classifier, data, calibration, card)
+
+
+def _say_no_gate(path: Path) -> None:
+    log.warning(
+        "%s carries no out-of-distribution gate: films unlike the training data are not flagged (only plainly "
+        "wrong ones: colour photographs, odd shapes, blank images). `cxr14 fit-gate --checkpoint %s --data_dir D` "
+        "adds it.", path, path,
+    )  # fmt: skip
 
 
 def model_card(state: dict[str, Any], path: Path) -> dict[str, Any]:

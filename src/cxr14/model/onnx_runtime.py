@@ -22,9 +22,11 @@ from cxr14.errors import UserError
 from cxr14.model import fields
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice
+from cxr14.model.inference import Scores
 
-#: The graph's input name (`using.export.onnx_file` writes it; this reads it).
+#: The graph's input name and its gate's output (`using.export.onnx_file` writes them; this reads them).
 INPUT = "pixels"
+OOD = "ood_score"
 
 
 def require(packages: Sequence[str], what: str) -> None:
@@ -42,12 +44,21 @@ class OnnxClassifier:
         self.device = torch.device("cpu")  # where the batches are handed over; ORT moves them itself
         kind = self.session.get_inputs()[0].type
         self.dtype = np.uint8 if kind == "tensor(uint8)" else np.float32
+        self.has_gate = OOD in [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, 1, S, S] -> float32 logits [B, 14] (the graph's raw output, before the temperature)."""
+        return self.run(images).logits
+
+    def run(self, images: torch.Tensor, features: bool = False) -> Scores:
+        """(logits, the graph's ood_score output when it has one, no features: a graph gives none)."""
+        if features:
+            raise UserError("Fitting a gate needs the PyTorch model's features: use the best_model.pth, not an ONNX "
+                            "graph.")  # fmt: skip
         pixels = images.cpu().numpy().astype(self.dtype, copy=False)
-        (logits,) = self.session.run(["logits"], {INPUT: pixels})
-        return torch.from_numpy(logits)
+        names = ["logits", OOD] if self.has_gate else ["logits"]
+        out = self.session.run(names, {INPUT: pixels})
+        return Scores(torch.from_numpy(out[0]), torch.from_numpy(out[1]) if self.has_gate else None, None)
 
     @property
     def model(self) -> torch.nn.Module:

@@ -33,10 +33,12 @@ from cxr14.model import checkpoint
 from cxr14.model.create import DataConfig, check_image_size, create_model
 from cxr14.model.decision import ValidationChoice, apply_temperature
 from cxr14.model.device import Precision, resolve_precision, unwrap, use_fast_kernels
+from cxr14.model.gate import Gate
 from cxr14.model.inference import Classifier, Predictions, predict
 from cxr14.model.loading import model_card
 from cxr14.training import distributed, resume
 from cxr14.training.distributed import DistInfo
+from cxr14.training.gate_fit import fit_gate
 from cxr14.training.loss import make_loss
 from cxr14.training.runlog import TensorBoard, write_metrics_csv
 from cxr14.training.schedule import make_scheduler
@@ -175,9 +177,9 @@ def describe(run: Run) -> None:
     )  # fmt: skip
 
 
-def score(run: Run, split: str, model: torch.nn.Module) -> tuple[AurocResult, Predictions]:
+def score(run: Run, split: str, model: torch.nn.Module, gate: Gate | None = None) -> tuple[AurocResult, Predictions]:
     """Predict a whole split (every process its shard, joined) and compute its AUROC table."""
-    classifier = Classifier(model, run.eval_transform, run.precision)
+    classifier = Classifier(model, run.eval_transform, run.precision, gate)
     pred = predict(classifier, run.loaders[split], desc=split, progress=run.show)
     pred = distributed.merge_predictions(pred, run.dist)
     if pred.n_bad:
@@ -344,29 +346,39 @@ def load_best(run: Run) -> dict[str, Any]:
     return best
 
 
-def choose_thresholds(run: Run, best: dict[str, Any]) -> ValidationChoice:
-    """Temperature (with --calibrate) and Youden thresholds on validation, stored in best_model.pth.
-
-    Chosen here, on validation, once the weights are final: never on test.
-    """
+def choose_thresholds(run: Run) -> ValidationChoice:
+    """Temperature (with --calibrate) and Youden thresholds on validation, once the weights are final: never on
+    test."""
     _, pred = score(run, "val", unwrap(run.stepper.model))
-    choice = choose_on_validation(pred.targets, pred.logits, calibrate=run.cfg.calibrate)
+    return choose_on_validation(pred.targets, pred.logits, calibrate=run.cfg.calibrate)
+
+
+def finish_best(run: Run, best: dict[str, Any]) -> tuple[ValidationChoice, Gate | None]:
+    """What best_model.pth learns on validation after its weights: thresholds (and temperatures), and the
+    out-of-distribution gate (fitted on training films, its threshold on validation). Written once, atomically."""
+    choice = choose_thresholds(run)
+    model = unwrap(run.stepper.model)
+    fitted = fit_gate(Classifier(model, run.eval_transform, run.precision), run.data, run.cfg, run.dist)
     if run.dist.is_main:
         best["calibration"] = choice.to_json()
+        if fitted is not None:
+            best["gate"] = fitted.to_state()
         checkpoint.atomic_save(best, run.out / "best_model.pth")
-    log.info("thresholds%s chosen on validation and stored in best_model.pth", " and temperatures" * run.cfg.calibrate)
-    return choice
+    log.info("thresholds%s%s chosen on validation and stored in best_model.pth", " and temperatures" *
+             run.cfg.calibrate, ", and the out-of-distribution gate," * (fitted is not None))  # fmt: skip
+    return choice, fitted
 
 
 def test(run: Run) -> dict[str, Any]:
     """Score the best weights on test: metrics.json (with intervals), per_class.csv, test_predictions.csv."""
     best = load_best(run)
-    choice = choose_thresholds(run, best)
-    _, pred = score(run, "test", unwrap(run.stepper.model))
+    choice, fitted = finish_best(run, best)
+    _, pred = score(run, "test", unwrap(run.stepper.model), fitted)
     if not run.dist.is_main:
         return {}
     split = run.data["test"].split.take(pred.index)
-    metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed), evaluate.data_record(run.cfg))
+    metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed), evaluate.data_record(run.cfg),
+                             ood=pred.ood)  # fmt: skip
     probs = apply_temperature(pred.logits, choice.temperature)
     evaluate.write_outputs(run.out, metrics, split, probs, model_card(best, run.out / "best_model.pth"))
     return metrics

@@ -165,11 +165,17 @@ def merge_predictions(pred: Predictions, info: DistInfo) -> Predictions:
     parts = gather(pred, info)
     index = np.concatenate([p.index for p in parts])
     index, first = np.unique(index, return_index=True)  # sorted: dataset order; first: drops the padding
-    logits = np.concatenate([p.logits for p in parts if len(p.index)])[first]
-    has_targets = all(p.targets is not None for p in parts if len(p.index))
-    targets = np.concatenate([p.targets for p in parts if len(p.index)])[first] if has_targets else None
+    full = [p for p in parts if len(p.index)]
+
+    def joined(field: str) -> np.ndarray | None:
+        arrays = [getattr(p, field) for p in full]
+        return None if any(a is None for a in arrays) else np.concatenate(arrays)[first]
+
+    notes = np.concatenate([np.asarray(p.notes, dtype=object) for p in full])[first] if all(p.notes for p in full) \
+        else ()  # fmt: skip
     bad = dict(b for p in parts for b in p.bad)  # an image the padding repeated is counted once
-    return Predictions(logits, index, targets, tuple(sorted(bad.items())))
+    return Predictions(joined("logits"), index, joined("targets"), tuple(sorted(bad.items())), joined("ood"),
+                       joined("features"), tuple(notes))  # fmt: skip
 
 
 def report_failure(message: str) -> None:

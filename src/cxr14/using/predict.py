@@ -24,13 +24,13 @@ from torch.utils.data import DataLoader
 
 from cxr14.config import PredictConfig
 from cxr14.data.dataset import XrayDataset, collate_skipping_bad
-from cxr14.data.films import list_films, read_film
+from cxr14.data.films import Film, list_films, open_film, read_film, unusual_film
 from cxr14.data.images import resize_gray
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.labels import LABELS
 from cxr14.model import cam
-from cxr14.model.inference import predict
+from cxr14.model.inference import Predictions, predict
 from cxr14.model.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ def to_model_size(film: np.ndarray, size: int) -> np.ndarray:
 
 
 class FilmSource:
-    """An ImageSource over film files: decode (PNG/JPEG/DICOM) and resize to the model's size."""
+    """An ImageSource over film files: decode (PNG/JPEG/DICOM), check what is cheap, resize to the model's size."""
 
     def __init__(self, paths: Sequence[Path], size: int) -> None:
         self.paths = [str(p) for p in paths]
@@ -54,7 +54,12 @@ class FilmSource:
         return len(self.paths)
 
     def read(self, i: int) -> np.ndarray:
-        return to_model_size(read_film(self.paths[i]), self.size)
+        return self.read_noted(i)[0]
+
+    def read_noted(self, i: int) -> tuple[np.ndarray, str]:
+        """The model-size pixels and what is plainly wrong with the film, from one decode."""
+        film = open_film(self.paths[i])
+        return to_model_size(film.pixels, self.size), unusual_film(film)
 
     def name(self, i: int) -> str:
         return self.paths[i]
@@ -63,7 +68,7 @@ class FilmSource:
 class PixelSource:
     """An ImageSource over films already decoded in memory (an upload to the web page)."""
 
-    def __init__(self, films: Sequence[np.ndarray], size: int) -> None:
+    def __init__(self, films: Sequence[Film], size: int) -> None:
         self.films = list(films)
         self.size = size
 
@@ -71,7 +76,10 @@ class PixelSource:
         return len(self.films)
 
     def read(self, i: int) -> np.ndarray:
-        return to_model_size(self.films[i], self.size)
+        return self.read_noted(i)[0]
+
+    def read_noted(self, i: int) -> tuple[np.ndarray, str]:
+        return to_model_size(self.films[i].pixels, self.size), unusual_film(self.films[i])
 
     def name(self, i: int) -> str:
         return f"image {i}"
@@ -84,25 +92,44 @@ def _loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> 
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
 
 
-def rows(model: LoadedModel, names: Sequence[str], logits: np.ndarray) -> list[dict[str, Any]]:
-    """One dict per film: its name, the 14 calibrated probabilities and the findings at or above threshold."""
-    probs = model.probabilities(logits)
+def unusual_reason(note: str, ood: float | None) -> str | None:
+    """Why a film is unusual, in words (None when it is not): the cheap check's reason, else the gate's."""
+    if note:
+        return note
+    if ood is not None and ood > 1.0:
+        return (f"unlike the films the model was trained on (ood_score {ood:.2f}; above 1 is beyond the 99th "
+                f"percentile of its validation films)")  # fmt: skip
+    return None
+
+
+def rows(model: LoadedModel, names: Sequence[str], pred: Predictions) -> list[dict[str, Any]]:
+    """One dict per film: its name, the 14 calibrated probabilities, the findings at or above threshold, and
+    whether it is unusual (the gate's ood_score, None without a gate; the reason). An unusual film's probabilities
+    are given but none is called: the model was not made for such a film."""
+    probs = model.probabilities(pred.logits)
     calls = model.calls(probs)
-    return [
-        {
+    ood = pred.ood if pred.ood is not None else [None] * len(names)
+    notes = pred.notes or ("",) * len(names)
+    out = []
+    for name, row, called, score, note in zip(names, probs, calls, ood, notes, strict=True):
+        score = None if score is None else round(float(score), 4)
+        reason = unusual_reason(note, score)
+        out.append({
             "file": name,
             "probabilities": {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)},
-            "findings": [label for label, c in zip(LABELS, called, strict=True) if c],
-        }
-        for name, row, called in zip(names, probs, calls, strict=True)
-    ]
+            "findings": [] if reason else [label for label, c in zip(LABELS, called, strict=True) if c],
+            "ood_score": score,
+            "unusual": reason is not None,
+            "reason": reason,
+        })  # fmt: skip
+    return out
 
 
-def score_films(model: LoadedModel, films: Sequence[np.ndarray]) -> list[dict[str, Any]]:
+def score_films(model: LoadedModel, films: Sequence[Film]) -> list[dict[str, Any]]:
     """Rows for films decoded in memory (the web page's path), through the same inference pass."""
     pred = predict(model.classifier, _loader(PixelSource(films, model.data_config.image_size), len(films), 0),
                    progress=False)  # fmt: skip
-    return rows(model, [f"image {i}" for i in pred.index], pred.logits)
+    return rows(model, [f"image {i}" for i in pred.index], pred)
 
 
 def heatmap(model: LoadedModel, film: np.ndarray, finding: int) -> np.ndarray:
@@ -138,12 +165,14 @@ def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any
 
 
 def format_csv(table: list[dict[str, Any]]) -> str:
-    """file, 14 probabilities, findings (';'-joined): one line per film."""
+    """file, 14 probabilities, findings (';'-joined), ood_score, unusual, reason: one line per film."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", *LABELS, "findings"])
+    writer.writerow(["file", *LABELS, "findings", "ood_score", "unusual", "reason"])
     for row in table:
-        writer.writerow([row["file"], *(f"{row['probabilities'][k]:.6f}" for k in LABELS), ";".join(row["findings"])])
+        score = "" if row["ood_score"] is None else f"{row['ood_score']:.4f}"
+        writer.writerow([row["file"], *(f"{row['probabilities'][k]:.6f}" for k in LABELS), ";".join(row["findings"]),
+                         score, str(row["unusual"]).lower(), row["reason"] or ""])  # fmt: skip
     return buf.getvalue()
 
 
@@ -169,8 +198,13 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
         log.warning("skipped %s: %s", paths[i], why)
     if len(pred.index) == 0:
         raise UserError(f"None of the {len(paths)} file(s) could be read as a film; the reasons are above.")
-    table = rows(model, [str(paths[i]) for i in pred.index], pred.logits)
-    text = format_json(table) if cfg.json else format_csv(table)
+    table = rows(model, [str(paths[i]) for i in pred.index], pred)
+    unusual = [row for row in table if row["unusual"]]
+    for row in unusual:
+        log.warning("unusual: %s: %s", row["file"], row["reason"])
+    skip = cfg.on_unusual == "skip"
+    kept = [(i, row) for i, row in zip(pred.index, table, strict=True) if not (row["unusual"] and skip)]
+    text = format_json([r for _, r in kept]) if cfg.json else format_csv([r for _, r in kept])
     if cfg.out is not None:
         write_text(cfg.out, text)
     else:
@@ -178,9 +212,21 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
     if cfg.cam is not None:
         cfg.cam.mkdir(parents=True, exist_ok=True)
         stems = overlay_stems(paths)
-        for i, row in zip(pred.index, table, strict=True):
+        for i, row in kept:
             write_overlays(model, paths[i], stems[i], row, cfg.cam, cfg.cam_top)
         log.info("heatmap overlays of each film's top %d finding(s) in %s", cfg.cam_top, cfg.cam)
-    skipped = f"; {pred.n_bad} unreadable file(s) skipped (named above)" if pred.n_bad else ""
-    log.info("%d film(s) scored%s", len(table), skipped)
-    return table
+    log.info("%s", summary(len(table), len(unusual), pred.n_bad, cfg.on_unusual, model.card.get("gate") is not None))
+    return [r for _, r in kept]
+
+
+def summary(scored: int, unusual: int, bad: int, on_unusual: str, gated: bool) -> str:
+    """The closing line: films scored, unusual ones and what was done with them, unreadable ones."""
+    parts = [f"{scored} film(s) scored"]
+    if unusual:
+        done = "left out of the output (--on_unusual skip)" if on_unusual == "skip" else "flagged in the output"
+        parts.append(f"{unusual} unusual ({done}; named above)")
+    if not gated:
+        parts.append("no out-of-distribution gate in this model: only the cheap checks ran")
+    if bad:
+        parts.append(f"{bad} unreadable file(s) skipped (named above)")
+    return "; ".join(parts)

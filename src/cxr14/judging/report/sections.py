@@ -283,6 +283,26 @@ def calibration(inputs: ReportInputs) -> Section:
     return Section("calibration", "Calibration", Html("".join(body)))
 
 
+def unusual(inputs: ReportInputs) -> Section:
+    """How many films the out-of-distribution gate flags, and the AUROCs without them."""
+    title = "Films unlike the training data"
+    ood = inputs.metrics.get("ood")
+    if not ood:
+        return Section("ood", title, para("This model carries no out-of-distribution gate (cxr14 fit-gate adds it): "
+                                          "no film of the split was checked.", "warn"))  # fmt: skip
+    per = ood.get("per_class_unflagged") or {}
+    rows = [[name, num(inputs.metrics["per_class"].get(name, {}).get("auroc")), num(per.get(name))] for name in LABELS]
+    rows.append(["mean", num(ood.get("mean_auroc_all")), num(ood.get("mean_auroc_unflagged"))])
+    body = [
+        para(f"The out-of-distribution gate (Mahalanobis distance of the pooled features from the training films', "
+             f"its threshold the 99th percentile of the validation films') flags {ood['n_flagged']:,} films of this "
+             f"split ({pct(ood['share_flagged'])}) as unlike the training data.", "headline"),
+        table("AUROC of all films, and without the flagged ones", ["finding", "all films", "without the flagged"],
+              rows),
+    ]  # fmt: skip
+    return Section("ood", title, Html("".join(body)))
+
+
 def adjudicated(inputs: ReportInputs) -> Section:
     adj = inputs.metrics.get("adjudicated")
     title = "Radiologists' reads"
@@ -462,5 +482,6 @@ def published(inputs: ReportInputs) -> Section:
 
 def sections(inputs: ReportInputs) -> list[Section]:
     """Every section, in page order."""
-    builders = (per_finding, curves, training, subgroups, calibration, adjudicated, localisation, model_card, published)
+    builders = (per_finding, curves, training, subgroups, calibration, unusual, adjudicated, localisation, model_card,
+                published)
     return [build(inputs) for build in builders]

@@ -28,7 +28,9 @@ from cxr14.errors import UserError
 from cxr14.model import fields
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import apply_temperature
-from cxr14.model.onnx_runtime import INPUT
+from cxr14.model.gate import Gate
+from cxr14.model.inference import logits_and_features
+from cxr14.model.onnx_runtime import INPUT, OOD
 
 OUTPUTS = ("probabilities", "logits")
 TRACE_BATCH = 2
@@ -39,17 +41,29 @@ SINGLE_FILE_BYTES = 1_800_000_000
 
 
 class PixelsToProbabilities(torch.nn.Module):
-    """uint8 (or float 0..255) pixels [B, 1, S, S] -> (probabilities, logits), each [B, 14]."""
+    """uint8 (or float 0..255) pixels [B, 1, S, S] -> (probabilities, logits), each [B, 14], and with a gate
+    ood_score [B] as a third output, computed inside the graph from the pooled features."""
 
-    def __init__(self, model: torch.nn.Module, data: DataConfig, temperature: np.ndarray | None) -> None:
+    def __init__(
+        self, model: torch.nn.Module, data: DataConfig, temperature: np.ndarray | None, gate: Gate | None = None
+    ) -> None:
         super().__init__()
         self.model = model
         self.transform = DeviceTransform(data.mean, data.std, data.in_chans, None)  # cxr14's own normalisation
         self.temperature = temperature
+        self.gate = gate
 
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.model(self.transform(pixels))
-        return apply_temperature(logits, self.temperature), logits
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = self.transform(pixels)
+        if self.gate is None:
+            logits = self.model(x)
+            return apply_temperature(logits, self.temperature), logits
+        logits, pooled = logits_and_features(self.model, x)
+        return apply_temperature(logits, self.temperature), logits, self.gate.torch_scores(pooled)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        return (*OUTPUTS, OOD) if self.gate is not None else OUTPUTS
 
 
 def io_description(size: int) -> dict[str, str]:
@@ -58,7 +72,9 @@ def io_description(size: int) -> dict[str, str]:
         "input": f"{INPUT}: uint8 [batch, 1, {size}, {size}], an 8-bit grayscale film resized to {size}x{size} px "
         f"(bilinear), pixel values 0..255; {FLOAT_NAME} takes the same values as float32. No other preprocessing.",
         "outputs": "probabilities: float32 [batch, 14] = sigmoid(logits / temperature); logits: float32 [batch, 14] "
-        "raw; columns in the order of 'labels'. A finding is called when probability >= its threshold (see cxr14).",
+        "raw; columns in the order of 'labels'. A finding is called when probability >= its threshold (see cxr14). "
+        f"With a gate, {OOD}: float32 [batch], the Mahalanobis distance of the film's pooled features from the "
+        "training films' over its validation threshold: above 1, the film is unlike the training data.",
     }
 
 
@@ -75,7 +91,7 @@ def write_onnx(module: PixelsToProbabilities, block: dict[str, Any], path: Path,
             verbose=False,
             opset_version=opset,
             input_names=[INPUT],
-            output_names=list(OUTPUTS),
+            output_names=list(module.outputs),
             dynamic_shapes={"pixels": {0: torch.export.Dim("batch")}},
         )
     except Exception as exc:  # the exporter raises its own and torch.export's error types

@@ -69,13 +69,14 @@ def _write_and_check(cfg: ExportConfig, loaded: Any, staging: Path) -> dict[str,
     expected = verify.reference(loaded, films)
     device = loaded.classifier.device
     model = loaded.classifier.model.cpu()  # both writers work from CPU tensors
+    gate = loaded.classifier.gate
     block = fields.describe(loaded.data_config, loaded.calibration, loaded.card)
     checks = []
     if "hf" in cfg.formats:
         from cxr14.using.export.hf import write_hf
 
         log.info("writing the timm / Hugging Face folder")
-        write_hf(model, loaded.data_config, block, staging / HF_DIR)
+        write_hf(model, loaded.data_config, {**block, "gate": gate.to_json() if gate else None}, staging / HF_DIR)
         checks.append(verify.check_hf(staging / HF_DIR, staging, films, expected, device))
     if "onnx" in cfg.formats:
         from cxr14.using.export.onnx_file import PixelsToProbabilities, write_float_variant, write_onnx
@@ -84,7 +85,7 @@ def _write_and_check(cfg: ExportConfig, loaded: Any, staging: Path) -> dict[str,
         path = staging / ONNX_FILE
         path.parent.mkdir()
         temperature = loaded.calibration.temperature if loaded.calibration is not None else None
-        write_onnx(PixelsToProbabilities(model, loaded.data_config, temperature), block, path, cfg.opset)
+        write_onnx(PixelsToProbabilities(model, loaded.data_config, temperature, gate), block, path, cfg.opset)
         checks.append(verify.check_onnx(path, staging, films, expected))
         if cfg.onnx_float:
             write_float_variant(path, path.with_name(FLOAT_NAME))

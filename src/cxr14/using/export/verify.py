@@ -20,10 +20,12 @@ from cxr14.data.phantom import render
 from cxr14.labels import NUM_CLASSES
 from cxr14.model import fields
 from cxr14.model.loading import LoadedModel
-from cxr14.model.onnx_runtime import INPUT, session
+from cxr14.model.onnx_runtime import INPUT, OOD, session
 
-#: The largest difference of any probability from the checkpoint's that an export may show.
+#: The largest difference of any probability from the checkpoint's that an export may show ...
 TOLERANCE = 1e-4
+#: ... and of the gate's ood_score (a distance over its threshold, about 1 at the threshold).
+OOD_TOLERANCE = 1e-3
 
 
 @dataclass(frozen=True)
@@ -36,21 +38,25 @@ class Check:
     largest_difference: float
     films: int
     batches: tuple[int, ...]
+    largest_ood_difference: float | None = None  # the gate's ood_score, when the model has a gate
 
     @property
     def passed(self) -> bool:
-        return bool(self.largest_difference <= TOLERANCE)  # NaN fails too
+        ood_ok = self.largest_ood_difference is None or self.largest_ood_difference <= OOD_TOLERANCE
+        return bool(self.largest_difference <= TOLERANCE and ood_ok)  # NaN fails too
 
     def line(self) -> str:
-        verdict = "ok" if self.passed else f"FAILED (more than {TOLERANCE:g})"
+        verdict = "ok" if self.passed else f"FAILED (more than {TOLERANCE:g}, or {OOD_TOLERANCE:g} for ood_score)"
         sizes = " and ".join(map(str, self.batches))
+        gap = self.largest_ood_difference
+        ood = "" if gap is None else f", |ood_score difference| {gap:.2e}"
         return (
-            f"{self.name:13s} largest |probability difference| from the checkpoint: {self.largest_difference:.2e} "
-            f"over {self.films} phantom films in batches of {sizes} ({self.how}): {verdict}"
+            f"{self.name:13s} largest |probability difference| from the checkpoint: {self.largest_difference:.2e}"
+            f"{ood} over {self.films} phantom films in batches of {sizes} ({self.how}): {verdict}"
         )
 
     def to_json(self) -> dict[str, object]:
-        return {**asdict(self), "tolerance": TOLERANCE, "passed": self.passed}
+        return {**asdict(self), "tolerance": TOLERANCE, "ood_tolerance": OOD_TOLERANCE, "passed": self.passed}
 
 
 def phantom_films(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -65,14 +71,25 @@ def batches(films: np.ndarray) -> list[np.ndarray]:
     return [films, films[:1]]
 
 
-def reference(loaded: LoadedModel, films: np.ndarray) -> np.ndarray:
-    """[sum of batch sizes, 14] probabilities from the checkpoint, through cxr14's own scoring path."""
-    out = [loaded.probabilities(loaded.classifier(torch.from_numpy(b)).cpu().numpy()) for b in batches(films)]
-    return np.concatenate(out)
+@dataclass(frozen=True)
+class Expected:
+    """The checkpoint's answers for the verification films: probabilities, and ood_scores when it has a gate."""
+
+    probs: np.ndarray  # [sum of batch sizes, K]
+    ood: np.ndarray | None  # [sum of batch sizes]
 
 
-def check_hf(folder: Path, root: Path, films: np.ndarray, expected: np.ndarray, device: torch.device) -> Check:
-    """The folder as a timm user loads it: no cxr14 code between the files and the probabilities."""
+def reference(loaded: LoadedModel, films: np.ndarray) -> Expected:
+    """The checkpoint's answers, through cxr14's own scoring path."""
+    scores = [loaded.classifier.run(torch.from_numpy(b)) for b in batches(films)]
+    probs = np.concatenate([loaded.probabilities(s.logits.cpu().numpy()) for s in scores])
+    ood = None if scores[0].ood is None else np.concatenate([s.ood.cpu().numpy() for s in scores])
+    return Expected(probs, ood)
+
+
+def check_hf(folder: Path, root: Path, films: np.ndarray, expected: Expected, device: torch.device) -> Check:
+    """The folder as a timm user loads it: no cxr14 code between the files and the probabilities (and the gate's
+    ood_score, from config.json's statistics with plain numpy)."""
     import timm
 
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).to(device).eval()
@@ -81,28 +98,46 @@ def check_hf(folder: Path, root: Path, films: np.ndarray, expected: np.ndarray, 
     std = torch.tensor(cfg["std"], device=device).view(1, -1, 1, 1)
     block = json.loads((folder / "config.json").read_text())[fields.KEY]
     temperature = torch.tensor(block["temperature"] or [1.0] * NUM_CLASSES, device=device)
-    probs = []
+    probs, pooled = [], []
     with torch.no_grad():
         for b in batches(films):
             x = (torch.from_numpy(b).to(device).float() / 255.0 - mean) / std
-            logits = model(x.expand(-1, cfg["input_size"][0], -1, -1))
-            probs.append(torch.sigmoid(logits / temperature).cpu().numpy())
+            features = model.forward_head(model.forward_features(x.expand(-1, cfg["input_size"][0], -1, -1)),
+                                          pre_logits=True)  # fmt: skip
+            probs.append(torch.sigmoid(model.get_classifier()(features) / temperature).cpu().numpy())
+            pooled.append(features.cpu().numpy().astype(np.float64))
+    ood = None
+    if block.get("gate"):
+        g = block["gate"]
+        centred = np.concatenate(pooled) - np.asarray(g["mean"])
+        ood = np.sqrt(np.einsum("nd,de,ne->n", centred, np.asarray(g["precision"]), centred)) / g["threshold"]
     how = f"timm local-dir, torch on {device.type}"
-    return _compare("hf", folder.relative_to(root), how, np.concatenate(probs), expected, films)
+    return _compare("hf", folder.relative_to(root), how, np.concatenate(probs), ood, expected, films)
 
 
-def check_onnx(path: Path, root: Path, films: np.ndarray, expected: np.ndarray) -> Check:
-    """The graph as a deployer runs it: ONNX Runtime on the CPU, pixels in, "probabilities" out."""
+def check_onnx(path: Path, root: Path, films: np.ndarray, expected: Expected) -> Check:
+    """The graph as a deployer runs it: ONNX Runtime on the CPU, pixels in, "probabilities" (and ood_score) out."""
     sess = session(path, torch.device("cpu"))
     kind = sess.get_inputs()[0].type
     dtype = np.uint8 if kind == "tensor(uint8)" else np.float32
-    probs = [sess.run(["probabilities"], {INPUT: b.astype(dtype)})[0] for b in batches(films)]
+    gated = OOD in [o.name for o in sess.get_outputs()]
+    outs = [sess.run(["probabilities", OOD] if gated else ["probabilities"], {INPUT: b.astype(dtype)})
+            for b in batches(films)]  # fmt: skip
+    ood = np.concatenate([o[1] for o in outs]) if gated else None
     name = "onnx" if dtype == np.uint8 else "onnx float32"
-    return _compare(name, path.relative_to(root), f"ONNX Runtime on the CPU, {kind} input", np.concatenate(probs),
-                    expected, films)  # fmt: skip
+    return _compare(name, path.relative_to(root), f"ONNX Runtime on the CPU, {kind} input",
+                    np.concatenate([o[0] for o in outs]), ood, expected, films)  # fmt: skip
 
 
-def _compare(name: str, file: Path, how: str, got: np.ndarray, expected: np.ndarray, films: np.ndarray) -> Check:
-    same = got.shape == expected.shape
-    largest = float(np.max(np.abs(got.astype(np.float64) - expected))) if same else float("inf")
-    return Check(name, str(file), how, largest, len(films), tuple(len(b) for b in batches(films)))
+def _compare(
+    name: str, file: Path, how: str, got: np.ndarray, ood: np.ndarray | None, expected: Expected, films: np.ndarray
+) -> Check:
+    same = got.shape == expected.probs.shape
+    largest = float(np.max(np.abs(got.astype(np.float64) - expected.probs))) if same else float("inf")
+    if expected.ood is None:
+        ood_diff = None
+    elif ood is None or ood.shape != expected.ood.shape:
+        ood_diff = float("inf")  # the model has a gate and the file lost it
+    else:
+        ood_diff = float(np.max(np.abs(ood.astype(np.float64) - expected.ood)))
+    return Check(name, str(file), how, largest, len(films), tuple(len(b) for b in batches(films)), ood_diff)

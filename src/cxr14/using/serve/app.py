@@ -55,7 +55,13 @@ class Row(BaseModel):
 
     file: str = Field(description="the uploaded file's name (its last part)")
     probabilities: dict[str, float] = Field(description="the 14 calibrated probabilities, by finding")
-    findings: list[str] = Field(description="the findings at or above their validation threshold")
+    findings: list[str] = Field(description="the findings at or above their validation threshold (none for an "
+                                "unusual film: its probabilities are given, not called)")
+    ood_score: float | None = Field(description="the out-of-distribution gate's score: the film's distance from the "
+                                    "training films over the 99th percentile of the validation films' (above 1: "
+                                    "unlike them); null for a model without a gate")
+    unusual: bool = Field(description="true when the film is unlike the training films, or plainly not a chest film")
+    reason: str | None = Field(description="why it is unusual, in words; null when it is not")
     heatmap: str | None = Field(None, description="with ?cam=FINDING: PNG data URL, alpha = heat, model input size")
     film: str | None = Field(None, description="with ?film=1: the decoded film as a PNG data URL")
 

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cxr14.data.films import read_film
+from cxr14.data.films import open_film
 from cxr14.errors import FilmError
 from cxr14.labels import LABELS
 from cxr14.model import cam
@@ -46,15 +46,16 @@ def check_finding(name: str | None) -> str | None:
 def answer(model: LoadedModel, gate: ModelGate, data: bytes, name: str, ask: Ask) -> dict[str, Any]:
     """The predict row for one uploaded film, with the extras asked for. Runs on a worker thread."""
     try:
-        film = read_film(data)
+        decoded = open_film(data)
     except FilmError as exc:
         raise refuse_film(exc) from exc
     with gate.shared():
-        rows = score_films(model, [film])
+        rows = score_films(model, [decoded])
     if not rows:  # the reader accepted it but the resize did not: the dataset counted it as bad
         raise Refused(422, "the film could not be prepared for the model")
     row = rows[0]
     row["file"] = name
+    film = decoded.pixels
     if ask.cam is not None:
         if not model.explainable:
             raise Refused(400, "this server runs an ONNX graph, which gives no heatmaps; serve the checkpoint for them")

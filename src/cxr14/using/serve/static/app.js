@@ -87,6 +87,9 @@
       return li;
     });
     $("findings").replaceChildren(...items);
+    $("findings").classList.toggle("greyed", Boolean(row.unusual));
+    $("unusual").hidden = !row.unusual;
+    $("unusual-reason").textContent = row.unusual ? `Why: ${row.reason}.` : "";
   }
 
   function showPicture(src, name) {
@@ -99,6 +102,7 @@
 
   function clear() {
     $("findings").replaceChildren();
+    $("unusual").hidden = true;
     $("viewer").hidden = true;
     $("viewer").removeAttribute("data-cam");
     if (state.url) URL.revokeObjectURL(state.url);
@@ -122,7 +126,8 @@
       showPicture(direct ? state.url : row.film, file.name);
       showFindings(row);
       const called = row.findings.map(pretty).join(", ");
-      say(`${file.name}: ${called ? `called: ${called}` : "no finding reaches its threshold"}.`);
+      if (row.unusual) say(`${file.name}: unusual film, no finding called (${row.reason}).`);
+      else say(`${file.name}: ${called ? `called: ${called}` : "no finding reaches its threshold"}.`);
       await showHeatmap(byProbability(row)[0][0]);
     } catch (err) {
       if (seq === state.seq) say(`${file.name}: ${err.message}`, true);
