@@ -135,7 +135,7 @@ def main() -> None:
         model = load_model(ckpt, "cpu")
         gate = model.card.get("gate")
         if gate is None:
-            print(f"{ckpt} has no gate: run cxr14 fit-gate first")
+            print(f"{ckpt} has no gate: run cxr14 fit_gate first")
             return
         made = time.perf_counter() - t0
         print(f"model {model.card['model']} at {model.data_config.image_size} px ({ckpt}; {made:.0f} s to make); "

@@ -1,5 +1,5 @@
 """Knowing when not to answer: the cheap checks, the gate's statistics, and the flag wherever a prediction leaves
-cxr14 (predict, evaluate, fit-gate; serve, the page and the exports have theirs in their own test files)."""
+cxr14 (predict, evaluate, fit_gate; serve, the page and the exports have theirs in their own test files)."""
 
 from __future__ import annotations
 
@@ -117,10 +117,10 @@ def test_a_model_without_a_gate_says_so_and_fit_gate_adds_it(phantom_run, odd_fi
     torch.save(state, bare)
     code, rows, err = predict_rows(capsys, str(odd_films / "phantom.png"), str(odd_films / "photo.jpg"),
                                    "--checkpoint", str(bare))  # fmt: skip
-    assert code == 0 and "carries no out-of-distribution gate" in err and "cxr14 fit-gate" in err
+    assert code == 0 and "carries no out-of-distribution gate" in err and "cxr14 fit_gate" in err
     assert rows["phantom.png"]["ood_score"] is None and rows["phantom.png"]["unusual"] is False
     assert rows["photo.jpg"]["unusual"] is True  # the cheap checks still run
-    fit = ["fit-gate", "--checkpoint", str(bare), "--data_dir", str(phantom_run[1]), "--device", "cpu", "--no-progress",
+    fit = ["fit_gate", "--checkpoint", str(bare), "--data_dir", str(phantom_run[1]), "--device", "cpu", "--no-progress",
            "--num_workers", "0"]  # fmt: skip
     assert main(fit) == 0
     assert "gate stored in" in capsys.readouterr().out
@@ -146,7 +146,7 @@ def test_too_few_validation_films_train_without_a_gate(tmp_path, capsys) -> None
     err = capsys.readouterr().err
     assert "gate not fitted" in err and f"at least {gate.MIN_VALIDATION}" in err
     assert "gate" not in torch.load(out / "best_model.pth", weights_only=True)
-    code = main(["fit-gate", "--checkpoint", str(out / "best_model.pth"), "--data_dir", str(data), "--device", "cpu",
+    code = main(["fit_gate", "--checkpoint", str(out / "best_model.pth"), "--data_dir", str(data), "--device", "cpu",
                  "--no-progress", "--num_workers", "0", "--on_bad_image", "skip"])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 2 and "not fitted" in err and "unchanged" in err

@@ -128,7 +128,7 @@ def test_every_option_declares_its_range_or_path_kind() -> None:
                 assert any(k in f.metadata for k in RANGE_KEYS), f"cxr14 {command.name} --{f.name} has no range"
             if "Path" in str(f.type):
                 assert f.metadata.get("path") in PATH_KINDS, f"cxr14 {command.name} --{f.name} has no path kind"
-    assert {c.name for c in COMMANDS} == {"train", "evaluate", "compare", "fit-gate", "predict", "report", "serve",
+    assert {c.name for c in COMMANDS} == {"train", "evaluate", "compare", "fit_gate", "predict", "report", "serve",
                                           "export", "download", "prepare", "phantom", "demo"}  # fmt: skip
 
 

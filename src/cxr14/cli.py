@@ -109,7 +109,7 @@ COMMANDS: tuple[Command, ...] = (
         "comparison.csv and report.html (a forest plot of the differences).",
     ),
     Command(
-        "fit-gate", FitGateConfig, "cxr14.training.gate_fit:run_fit_gate",
+        "fit_gate", FitGateConfig, "cxr14.training.gate_fit:run_fit_gate",
         "add the out-of-distribution gate to a checkpoint trained without one (training fits it itself)",
         "Fit the check that flags films unlike the training data: the pooled features of the checkpoint's own "
         "training films (at most 20,000, a seeded sample) summarised by their mean and a Ledoit-Wolf covariance, "

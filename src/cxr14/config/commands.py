@@ -25,22 +25,17 @@ URLS_FILE_HELP = (
 )
 
 
-@dataclass
-class EvaluateConfig(Options):
-    """`cxr14 evaluate`: a checkpoint and a data folder in, metrics with intervals and a report out."""
+@dataclass(kw_only=True)
+class ScoringOptions(Options):
+    """How a command that scores a model reads its data: shared by evaluate, compare and fit_gate.
 
-    checkpoint: Path = opt(MISSING, MODEL_HELP, path="in_model")
-    data_dir: Path = opt(Path("data"), "dataset folder (as for training)", path="in_dir")
-    split: str = opt("test", "which split to score (the run's own patient-wise split)", choices=("test", "val"))
-    out: Path | None = opt(None, "output folder (default: next to the checkpoint, eval-SPLIT-TIMESTAMP)",
-                           path="out_dir")  # fmt: skip
+    Keyword-only, so that each command's own fields (some without a default) can follow these; argparse lists
+    these after the command's own options.
+    """
+
     csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
     cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
                                  path="in_dir")  # fmt: skip
-    max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
-    n_resamples: int = opt(2000, "patient bootstrap resamples for the 95 percent intervals", min=100, max=100000)
-    seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
-    bbox: bool = opt(False, "score heatmaps against BBox_List_2017.csv (pointing game, IoU) and add a gallery")
     on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
     batch_size: int = opt(64, "images per forward pass", min=1)
     num_workers: int = opt(4, "DataLoader worker processes", min=0)
@@ -48,8 +43,23 @@ class EvaluateConfig(Options):
     progress: bool = opt(True, "show progress bars")
 
 
-@dataclass
-class CompareConfig(Options):
+@dataclass(kw_only=True)
+class EvaluateConfig(ScoringOptions):
+    """`cxr14 evaluate`: a checkpoint and a data folder in, metrics with intervals and a report out."""
+
+    checkpoint: Path = opt(MISSING, MODEL_HELP, path="in_model")
+    data_dir: Path = opt(Path("data"), "dataset folder (as for training)", path="in_dir")
+    split: str = opt("test", "which split to score (the run's own patient-wise split)", choices=("test", "val"))
+    out: Path | None = opt(None, "output folder (default: next to the checkpoint, eval-SPLIT-TIMESTAMP)",
+                           path="out_dir")  # fmt: skip
+    max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
+    n_resamples: int = opt(2000, "patient bootstrap resamples for the 95 percent intervals", min=100, max=100000)
+    seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
+    bbox: bool = opt(False, "score heatmaps against BBox_List_2017.csv (pointing game, IoU) and add a gallery")
+
+
+@dataclass(kw_only=True)
+class CompareConfig(ScoringOptions):
     """`cxr14 compare`: two or more models on the same images; paired differences against the first."""
 
     models: list[Path] = opt(MISSING, "two or more models, the first the baseline: each a best_model.pth, an "
@@ -64,18 +74,10 @@ class CompareConfig(Options):
                            path="out_dir")  # fmt: skip
     intersect: bool = opt(False, "when the models' image lists differ, compare on the images common to all (and "
                           "say so) instead of refusing")  # fmt: skip
-    csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
-    cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
-                                 path="in_dir")  # fmt: skip
     max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
     n_resamples: int = opt(2000, "paired patient bootstrap resamples for the 95 percent intervals", min=100,
                            max=100000)  # fmt: skip
     seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
-    on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
-    batch_size: int = opt(64, "images per forward pass", min=1)
-    num_workers: int = opt(4, "DataLoader worker processes", min=0)
-    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    progress: bool = opt(True, "show progress bars")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,9 +88,9 @@ class CompareConfig(Options):
             )
 
 
-@dataclass
-class FitGateConfig(Options):
-    """`cxr14 fit-gate`: the out-of-distribution gate for a checkpoint trained without one, stored in it."""
+@dataclass(kw_only=True)
+class FitGateConfig(ScoringOptions):
+    """`cxr14 fit_gate`: the out-of-distribution gate for a checkpoint trained without one, stored in it."""
 
     checkpoint: Path = opt(MISSING, "the best_model.pth to add the gate to", path="in_file")
     data_dir: Path = opt(Path("data"), "the dataset it was trained on (its train and validation splits, rebuilt as "
@@ -96,14 +98,6 @@ class FitGateConfig(Options):
     out: Path | None = opt(None, "write the checkpoint with its gate here instead of replacing --checkpoint "
                            "(atomically, once the gate is fitted)", path="out_file")  # fmt: skip
     force: bool = opt(False, "fit again when the checkpoint already carries a gate")
-    csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
-    cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
-                                 path="in_dir")  # fmt: skip
-    on_bad_image: str = opt("fail", "missing/corrupt image: stop, or skip and count it", choices=("fail", "skip"))
-    batch_size: int = opt(64, "images per forward pass", min=1)
-    num_workers: int = opt(4, "DataLoader worker processes", min=0)
-    device: str = opt("auto", "auto, cpu, cuda or cuda:N")
-    progress: bool = opt(True, "show progress bars")
 
 
 @dataclass

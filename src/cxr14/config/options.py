@@ -114,7 +114,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
     hints = {"int": int, "float": float, "str": str, "Path": Path, "Path | None": Path, "float | None": float}
     hints.update({"str | None": str, "list[Path]": Path, "int | None": int})
     groups: dict[str, Any] = {}
-    for f in fields(cls):
+    own = vars(cls).get("__annotations__", {})  # the command's own options first, then the shared ones it inherits
+    for f in sorted(fields(cls), key=lambda f: f.name not in own):
         group = f.metadata.get("group")
         target = groups.setdefault(group, parser.add_argument_group(group)) if group else parser
         default = f.default if f.default is not MISSING else None

@@ -124,7 +124,7 @@ class EnsembleClassifier:
         """(logits of the mean probability, the largest of the members' ood_scores: unusual to any member is
         unusual; None when no member has a gate)."""
         if features:
-            raise UserError("A gate is fitted for one model at a time: run cxr14 fit-gate on each member.")
+            raise UserError("A gate is fitted for one model at a time: run cxr14 fit_gate on each member.")
         total, oods = None, []
         for m in self.members:
             scores = m.classifier.run(self._resized(images, m.data_config.image_size))

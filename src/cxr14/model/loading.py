@@ -132,7 +132,7 @@ def load_model(path: Path, device: str = "auto", precision: str = "auto") -> Loa
 def _say_no_gate(path: Path) -> None:
     log.warning(
         "%s carries no out-of-distribution gate: films unlike the training data are not flagged (only plainly "
-        "wrong ones: colour photographs, odd shapes, blank images). `cxr14 fit-gate --checkpoint %s --data_dir D` "
+        "wrong ones: colour photographs, odd shapes, blank images). `cxr14 fit_gate --checkpoint %s --data_dir D` "
         "adds it.", path, path,
     )  # fmt: skip
 

@@ -1,4 +1,4 @@
-"""Fitting the out-of-distribution gate (`model.gate`): at the end of `cxr14 train`, and `cxr14 fit-gate` for a
+"""Fitting the out-of-distribution gate (`model.gate`): at the end of `cxr14 train`, and `cxr14 fit_gate` for a
 checkpoint trained without one.
 
 The training films' and the validation films' pooled features come through the one inference pass
@@ -42,7 +42,7 @@ def fit_gate(classifier: Classifier, data: dict[str, SplitData], cfg: TrainConfi
 
 
 def run_fit_gate(cfg: FitGateConfig) -> Gate | None:
-    """`cxr14 fit-gate`: fit the gate for a checkpoint on its own training data and store it in the checkpoint."""
+    """`cxr14 fit_gate`: fit the gate for a checkpoint on its own training data and store it in the checkpoint."""
     from cxr14.judging.evaluate import data_config_for
 
     state = checkpoint.load(cfg.checkpoint)

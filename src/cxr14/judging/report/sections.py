@@ -288,7 +288,7 @@ def unusual(inputs: ReportInputs) -> Section:
     title = "Films unlike the training data"
     ood = inputs.metrics.get("ood")
     if not ood:
-        return Section("ood", title, para("This model carries no out-of-distribution gate (cxr14 fit-gate adds it): "
+        return Section("ood", title, para("This model carries no out-of-distribution gate (cxr14 fit_gate adds it): "
                                           "no film of the split was checked.", "warn"))  # fmt: skip
     per = ood.get("per_class_unflagged") or {}
     rows = [[name, num(inputs.metrics["per_class"].get(name, {}).get("auroc")), num(per.get(name))] for name in LABELS]
