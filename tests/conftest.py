@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cxr14.labels import LABELS, decode
+from cxr14.labels import NIH_LABELS, decode
 
 REPO = Path(__file__).resolve().parents[1]
 #: The smallest real training run: a timm ConvNeXt at 32 px on the CPU, no worker processes.
@@ -36,7 +36,7 @@ def make_nih_folder(root: Path, n_patients: int = 24, per_patient: int = 3, size
     rows, names = [HEADER_2017], []
     for patient in range(1, n_patients + 1):
         for follow in range(per_patient):
-            labels = (rng.random(len(LABELS)) < 0.25).astype(np.uint8)
+            labels = (rng.random(len(NIH_LABELS)) < 0.25).astype(np.uint8)
             name = f"{patient:08d}_{follow:03d}.png"
             pixels = rng.integers(0, 60, (size, size)).astype(np.uint8)
             tile = size // 4

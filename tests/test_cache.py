@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from cxr14.data import cache
 from cxr14.data.cache import CacheSource, open_cache, prepare
-from cxr14.data.dataset import PngSource, XrayDataset, collate_skipping_bad
+from cxr14.data.dataset import FileSource, XrayDataset, collate_skipping_bad
 from cxr14.data.images import read_gray
 from cxr14.errors import UserError
 
@@ -66,7 +66,7 @@ def test_cached_batches_equal_decoded_batches(data, tmp_path):
     source, reason = open_cache(tmp_path / "cache", names, paths, 64)
     assert source is not None, reason
     assert "using cache" in reason
-    for cached, decoded in zip(_batches(source, N_IMAGES), _batches(PngSource(paths, 64), N_IMAGES), strict=True):
+    for cached, decoded in zip(_batches(source, N_IMAGES), _batches(FileSource(paths, 64), N_IMAGES), strict=True):
         assert cached["image"].dtype == decoded["image"].dtype
         assert cached["image"].equal(decoded["image"])
         assert cached["index"].equal(decoded["index"])

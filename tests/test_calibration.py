@@ -9,7 +9,7 @@ from scipy.special import expit, logit
 
 from cxr14.judging.calibration import expected_calibration_error, fit_temperature, reliability_bins
 from cxr14.judging.thresholds import choose_on_validation, operating_point, youden_thresholds
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 from cxr14.model.decision import ValidationChoice, apply_temperature, decide
 
 
@@ -65,12 +65,12 @@ def test_thresholds_from_validation_are_applied_to_test_unchanged() -> None:
     val_p = apply_temperature(val_z, choice.temperature)
     np.testing.assert_array_equal(choice.thresholds, youden_thresholds(val_y, val_p))
     test_p = apply_temperature(test_z, choice.temperature)
-    result = operating_point(test_y, test_p, choice.thresholds)
-    used = np.array([result.per_class[n].threshold for n in LABELS])
+    result = operating_point(test_y, test_p, choice.thresholds, NIH_LABELS)
+    used = np.array([result.per_class[n].threshold for n in NIH_LABELS])
     np.testing.assert_array_equal(used, choice.thresholds)  # the validation thresholds, as they were
     assert not np.array_equal(used, youden_thresholds(test_y, test_p))  # not what test would have chosen
     called = decide(test_p, choice.thresholds)
-    assert [result.per_class[n].tp for n in LABELS] == (called & (test_y == 1)).sum(axis=0).tolist()
+    assert [result.per_class[n].tp for n in NIH_LABELS] == (called & (test_y == 1)).sum(axis=0).tolist()
     stored = choice.to_json()
     assert stored["decision"] == "probability >= threshold" and len(stored["thresholds"]) == 14
     back = ValidationChoice.from_json(stored)
@@ -108,7 +108,7 @@ def test_apply_temperature_numpy_and_torch_agree() -> None:
 def test_reliability_bins_and_ece_by_hand() -> None:
     targets = np.array([[1], [0], [1], [1], [0]])
     probs = np.array([[0.05], [0.1], [0.95], [1.0], [0.55]])
-    rel = reliability_bins(targets, probs, n_bins=10, names=("A",))
+    rel = reliability_bins(targets, probs, ("A",), n_bins=10)
     assert rel.count[0].tolist() == [1, 1, 0, 0, 0, 1, 0, 0, 0, 2]  # 0.1 opens bin 1; 1.0 joins the last bin
     assert rel.observed[0, 9] == 1.0 and rel.mean_predicted[0, 9] == pytest.approx(0.975)
     assert np.isnan(rel.mean_predicted[0, 2])
@@ -118,7 +118,7 @@ def test_reliability_bins_and_ece_by_hand() -> None:
     bins = rel.bins_json()["per_class"]["A"]
     assert bins["count"][9] == 2 and bins["observed"][2] is None
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        reliability_bins(targets, probs * 3, names=("A",))
+        reliability_bins(targets, probs * 3, ("A",))
 
 
 def test_ece_small_when_calibrated_large_when_over_confident_and_temperature_fixes_it() -> None:

@@ -14,7 +14,7 @@ from PIL import Image
 from cxr14.data.images import read_gray
 from cxr14.data.transforms import DeviceTransform
 from cxr14.judging import localisation
-from cxr14.labels import LABELS, NUM_CLASSES
+from cxr14.labels import NIH_LABELS
 from cxr14.model import cam, checkpoint
 
 SIZE = 64
@@ -30,7 +30,7 @@ ARCHS = {
 
 def build(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, in_chans=1, **ARCHS[name])
+    return timm.create_model(name, pretrained=False, num_classes=len(NIH_LABELS), in_chans=1, **ARCHS[name])
 
 
 def n_hooks(model: torch.nn.Module) -> int:
@@ -98,7 +98,7 @@ def test_token_and_channels_last_layouts_match_timm(arch) -> None:
 @pytest.mark.parametrize("name", ["convnext_tiny", "convnext_small", "convnext_base", "convnext_large"])
 def test_convnexts_read_the_deepest_stage_fine_enough_to_point(name: str) -> None:
     with torch.device("meta"):  # no weights are made: these are 28-200 M parameters
-        model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES, in_chans=1)
+        model = timm.create_model(name, pretrained=False, num_classes=len(NIH_LABELS), in_chans=1)
     for size, stage in ((None, 3), (384, 3), (256, 3), (224, 2), (96, 1), (32, 0)):  # strides 4, 8, 16, 32
         layer, reshape = cam.target_layer(model, size)
         assert layer is model.stages[stage] and reshape is None, (size, stage)
@@ -130,7 +130,7 @@ def test_trained_model_points_at_the_drawn_signs(phantom_run) -> None:
     size = dc.image_size
     pixels = np.stack([read_gray(data / "images" / name, size) for name in boxes["image"]])
     x = DeviceTransform(dc.mean, dc.std, dc.in_chans, None)(torch.from_numpy(pixels)[:, None])
-    maps = cam.heatmaps(model.eval(), x, [LABELS.index(f) for f in boxes["finding"]])
+    maps = cam.heatmaps(model.eval(), x, [NIH_LABELS.index(f) for f in boxes["finding"]])
     sizes = [localisation.image_size(data / "images" / name) for name in boxes["image"]]
     table = localisation.summarize(localisation.score_boxes(boxes, maps, sizes))
     mean = table.loc["mean"]

@@ -16,7 +16,7 @@ from sklearn.metrics import roc_auc_score
 from cxr14.cli import main
 from cxr14.judging.bootstrap import paired_resamples, patient_codes, resample_counts
 from cxr14.judging.delong import delong, holm
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 # --- the statistics ---------------------------------------------------------------------------------------------
 
@@ -112,7 +112,7 @@ def test_compare_two_checkpoints(phantom_run, second_run, evaluations, tmp_path,
     auroc_b = json.loads((evaluations["b"] / "metrics.json").read_text())
     (c,) = result["comparisons"]
     assert result["n_images"] == auroc_a["n_images"] and c["a"] == str(a) and c["b"] == str(b)
-    for name in LABELS:
+    for name in NIH_LABELS:
         row, want = c["per_class"][name], auroc_b["per_class"][name]["auroc"] - auroc_a["per_class"][name]["auroc"]
         assert row["difference"] == pytest.approx(want, abs=1e-9)
         assert row["ci_low"] <= row["difference"] <= row["ci_high"]
@@ -122,7 +122,7 @@ def test_compare_two_checkpoints(phantom_run, second_run, evaluations, tmp_path,
     assert mean["ci_low"] <= mean["difference"] <= mean["ci_high"] and 0 <= mean["p_value"] <= 1
     assert "p DeLong" in printed and "mean" in printed
     rows = pd.read_csv(out / "comparison.csv")
-    assert len(rows) == len(LABELS) + 1 and list(rows["finding"])[-1] == "mean"
+    assert len(rows) == len(NIH_LABELS) + 1 and list(rows["finding"])[-1] == "mean"
     html = (out / "report.html").read_text()
     assert "Forest plot" in html and "data:image/png;base64," in html
 
@@ -157,7 +157,8 @@ def test_compare_reuses_evaluation_folders_and_refuses_other_images(evaluations,
     code, _, err = run(capsys, "compare", str(evaluations["a"]), str(cut), "--out", str(tmp_path / "y"),
                        "--n_resamples", "300")  # fmt: skip
     assert code == 0 and "left out: Hernia" in err
-    renamed = frame.rename(columns={**{k: f"x{k}" for k in LABELS}, **{f"true_{k}": f"true_x{k}" for k in LABELS}})
+    renamed = frame.rename(columns={**{k: f"x{k}" for k in NIH_LABELS},
+                                    **{f"true_{k}": f"true_x{k}" for k in NIH_LABELS}})  # fmt: skip
     renamed.to_csv(cut / "test_predictions.csv", index=False)
     code, _, err = run(capsys, "compare", str(evaluations["a"]), str(cut), "--out", str(tmp_path / "z"))
     assert code == 2 and "share no finding" in err
@@ -178,13 +179,13 @@ def test_ensemble_evaluated_equals_the_mean_of_its_members(evaluations) -> None:
     pe = pd.read_csv(evaluations["ens"] / "test_predictions.csv", dtype={"image": str})
     assert list(pa["image"]) == list(pb["image"]) == list(pe["image"])
     metrics = json.loads((evaluations["ens"] / "metrics.json").read_text())
-    for name in LABELS:
+    for name in NIH_LABELS:
         mean = (pa[name] + pb[name]) / 2
         np.testing.assert_allclose(pe[name], mean, atol=1e-6)
         assert metrics["per_class"][name]["auroc"] == pytest.approx(roc_auc_score(pe[f"true_{name}"], mean), abs=1e-6)
     manifest = json.loads((evaluations["ens"] / "ensemble.json").read_text())
     assert len(manifest["members"]) == 2 and all(len(m["sha256"]) == 64 for m in manifest["members"])
-    assert "validation split" in manifest["thresholds_chosen_on"] and len(manifest["thresholds"]) == len(LABELS)
+    assert "validation split" in manifest["thresholds_chosen_on"] and len(manifest["thresholds"]) == len(NIH_LABELS)
     assert metrics["model"]["model"].startswith("ensemble of convnext_atto@64 + convnext_atto@64")
 
 
@@ -203,10 +204,11 @@ def test_ensemble_predicted_and_served(phantom_run, second_run, evaluations, tmp
         rows[key] = [json.loads(line) for line in out.splitlines()]
     thresholds = json.loads((evaluations["ens"] / "ensemble.json").read_text())["thresholds"]
     for ra, rb, re in zip(rows["a"], rows["b"], rows["ens"], strict=True):
-        for name in LABELS:
+        for name in NIH_LABELS:
             mean = (ra["probabilities"][name] + rb["probabilities"][name]) / 2
             assert re["probabilities"][name] == pytest.approx(mean, abs=1.01e-6)
-        called = [k for k, t in zip(LABELS, thresholds, strict=True) if t is not None and re["probabilities"][k] >= t]
+        pairs = zip(NIH_LABELS, thresholds, strict=True)
+        called = [k for k, t in pairs if t is not None and re["probabilities"][k] >= t]
         assert re["findings"] == called
     # served: the same rows from the web API, and a heatmap (the members' mean)
     from cxr14.config import ServeConfig
@@ -224,7 +226,7 @@ def test_ensemble_predicted_and_served(phantom_run, second_run, evaluations, tmp
         reply = c.post("/api/predict?cam=Cardiomegaly", files={"file": (first.name, first.read_bytes())})
         assert reply.status_code == 200, reply.text
         body = reply.json()
-        for name in LABELS:
+        for name in NIH_LABELS:
             assert body["probabilities"][name] == pytest.approx(rows["ens"][0]["probabilities"][name], abs=1.01e-6)
         assert body["heatmap"].startswith("data:image/png;base64,")
 

@@ -14,7 +14,7 @@ from torchvision.ops import sigmoid_focal_loss
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
 from cxr14.errors import UserError
 from cxr14.judging.metrics import auroc
-from cxr14.labels import LABELS, decode, encode
+from cxr14.labels import NIH_LABELS, decode, encode
 from cxr14.model.create import build, create_model
 from cxr14.model.device import Precision
 from cxr14.training.loss import make_loss
@@ -34,8 +34,8 @@ def test_auroc_matches_sklearn_and_skips_undefined() -> None:
     scores = rng.random((400, 14)) + 0.4 * targets
     scores[:, 2] = np.round(scores[:, 2], 1)  # ties
     targets[:, 13] = 0  # Hernia absent: undefined
-    result = auroc(targets, scores)
-    for j, name in enumerate(LABELS[:13]):
+    result = auroc(targets, scores, NIH_LABELS)
+    for j, name in enumerate(NIH_LABELS[:13]):
         assert abs(result.per_class[name] - roc_auc_score(targets[:, j], scores[:, j])) < 1e-6
     assert result.per_class["Hernia"] is None and result.n_pos["Hernia"] == 0
     expected = np.mean([roc_auc_score(targets[:, j], scores[:, j]) for j in range(13)])
@@ -95,11 +95,11 @@ def test_device_transform() -> None:
 
 
 def test_pretrained_file_replaces_head(tmp_path: Path) -> None:
-    imagenet = build("convnext_atto", in_chans=3, num_classes=1000)
+    imagenet = build("convnext_atto", 3, 1000)
     save_file(imagenet.state_dict(), str(tmp_path / "w.safetensors"))
     torch.save({"model": imagenet.state_dict()}, tmp_path / "w.pth")
     for file in ("w.safetensors", "w.pth"):
-        model, data = create_model("convnext_atto", True, tmp_path / file, 64)
+        model, data = create_model("convnext_atto", True, tmp_path / file, 64, len(NIH_LABELS))
         assert data.in_chans == 1 and len(data.mean) == 1 and data.image_size == 64
         assert torch.allclose(model.stem[0].weight, imagenet.stem[0].weight.sum(1, keepdim=True))
         assert torch.equal(model.stages[1].blocks[0].mlp.fc1.weight, imagenet.stages[1].blocks[0].mlp.fc1.weight)
@@ -107,20 +107,20 @@ def test_pretrained_file_replaces_head(tmp_path: Path) -> None:
 
 
 def test_pretrained_mismatch_and_unknown_model(tmp_path: Path) -> None:
-    torch.save(build("resnet18", in_chans=3, num_classes=1000).state_dict(), tmp_path / "r.pth")
+    torch.save(build("resnet18", 3, 1000).state_dict(), tmp_path / "r.pth")
     with pytest.raises(UserError, match="backbone key"):
-        create_model("convnext_atto", True, tmp_path / "r.pth", 64)
+        create_model("convnext_atto", True, tmp_path / "r.pth", 64, len(NIH_LABELS))
     with pytest.raises(UserError, match="timm does not know"):
-        build("convnext_atoo")
+        build("convnext_atoo", 1, len(NIH_LABELS))
     with pytest.raises(UserError, match="does not exist"):
-        create_model("convnext_atto", True, tmp_path / "nope.pth", 64)
+        create_model("convnext_atto", True, tmp_path / "nope.pth", 64, len(NIH_LABELS))
 
 
 def test_pretrained_offline_is_explained(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("cxr14.model.create._cached_weights", lambda cfg: None)  # nothing in the local cache
     monkeypatch.setattr("cxr14.model.create.hub_reachable", lambda *a, **k: False)
     with pytest.raises(UserError, match="--pretrained_path"):
-        create_model("convnext_atto", True, None, 64)
+        create_model("convnext_atto", True, None, 64, len(NIH_LABELS))
 
 
 class MemorySource:

@@ -16,7 +16,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxr14.cli import main
 from cxr14.judging.thresholds import youden_thresholds
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 pytestmark = pytest.mark.slow
 
@@ -41,13 +41,13 @@ def test_points_equal_sklearn_and_intervals_hold_them(test_eval: Path, phantom_r
     metrics = json.loads((test_eval / "metrics.json").read_text())
     pred = pd.read_csv(test_eval / "test_predictions.csv")
     assert metrics["n_images"] == len(pred) and metrics["split"] == "test"
-    for name in LABELS:
+    for name in NIH_LABELS:
         row, y, p = metrics["per_class"][name], pred[f"true_{name}"], pred[name]
         assert abs(row["auroc"] - roc_auc_score(y, p)) < 1e-9  # the CSV holds every probability exactly
         assert abs(row["auprc"] - average_precision_score(y, p)) < 1e-9
         assert row["ci_low"] <= row["auroc"] <= row["ci_high"]
     # a finding with one class only in the (small) validation split gets no threshold (checked in the next test)
-    with_threshold = [n for n in LABELS if metrics["per_class"][n]["threshold"] is not None]
+    with_threshold = [n for n in NIH_LABELS if metrics["per_class"][n]["threshold"] is not None]
     assert with_threshold and all(metrics["per_class"][n]["sensitivity"] is not None for n in with_threshold)
     low, high = metrics["mean_auroc_ci"]
     assert low <= metrics["mean_auroc"] <= high
@@ -74,7 +74,7 @@ def test_thresholds_come_from_validation(phantom_run: tuple[Path, Path], tmp_pat
                        "--out", str(tmp_path / "val"))  # fmt: skip
     assert code == 0
     val = pd.read_csv(tmp_path / "val" / "val_predictions.csv")
-    chosen = youden_thresholds(val[[f"true_{n}" for n in LABELS]].to_numpy(), val[list(LABELS)].to_numpy())
+    chosen = youden_thresholds(val[[f"true_{n}" for n in NIH_LABELS]].to_numpy(), val[list(NIH_LABELS)].to_numpy())
     # the stored thresholds are Youden's on these validation probabilities (rounded to 6 decimals in the CSV)
     for mine, theirs in zip(chosen, stored["thresholds"], strict=True):
         assert (theirs is None and np.isnan(mine)) or abs(mine - theirs) < 1e-5
@@ -126,8 +126,13 @@ def test_bad_checkpoints_and_folders(phantom_run, tmp_path: Path, capsys) -> Non
     state = torch.load(good, weights_only=True)
     state["labels"] = list(reversed(state["labels"]))
     torch.save(state, tmp_path / "reordered.pth")
-    code, err = evaluate(capsys, "--checkpoint", str(tmp_path / "reordered.pth"), "--data_dir", str(data))
-    assert code == 2 and "another label order" in err
+    # A checkpoint's outputs are read by its own label names: reversed names read the same outputs the other way.
+    code, err = evaluate(capsys, "--checkpoint", str(tmp_path / "reordered.pth"), "--data_dir", str(data), "--out",
+                         str(tmp_path / "reordered"))  # fmt: skip
+    assert code == 0, err
+    got = json.loads((tmp_path / "reordered" / "metrics.json").read_text())["per_class"]["Atelectasis"]["auroc"]
+    original = pd.read_csv(run / "test_predictions.csv")  # the same output was "Hernia" to the original
+    assert got == pytest.approx(roc_auc_score(original["true_Atelectasis"], original["Hernia"]), abs=1e-9)
     with (tmp_path / "code.pth").open("wb") as f:
         pickle.dump({"model": Payload()}, f)
     code, err = evaluate(capsys, "--checkpoint", str(tmp_path / "code.pth"), "--data_dir", str(data))

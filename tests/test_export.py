@@ -20,7 +20,7 @@ from PIL import Image
 from cxr14.cli import main
 from cxr14.config import PredictConfig
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 from cxr14.model.loading import load_model
 from cxr14.using.export import verify
 from cxr14.using.export.card import SOURCE_LINE, USAGE
@@ -95,7 +95,7 @@ def test_onnx_graph_takes_pixels_of_any_batch_and_matches_the_checkpoint(exporte
         assert ood.shape == (4,) and np.abs(ood - gate_scores).max() <= 1e-3
     meta = onnxruntime.InferenceSession(str(out / "onnx" / "model.onnx")).get_modelmeta().custom_metadata_map
     block = json.loads(meta["cxr14"])
-    assert block["labels"] == list(LABELS) and block["image_size"] == 64 and len(block["thresholds"]) == 14
+    assert block["labels"] == list(NIH_LABELS) and block["image_size"] == 64 and len(block["thresholds"]) == 14
 
 
 def test_hf_folder_loads_with_timm_alone(exported, films) -> None:
@@ -113,7 +113,7 @@ def test_hf_folder_loads_with_timm_alone(exported, films) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     printed = {line.split()[0]: float(line.split()[1]) for line in done.stdout.splitlines() if line.strip()}
-    assert list(printed) == list(LABELS)
+    assert list(printed) == list(NIH_LABELS)
     model = load_model(checkpoint, "cpu", "fp32")
     pixels = torch.from_numpy(np.array(Image.open(films[0]))[None, None])
     expected = model.probabilities(model.classifier(pixels).numpy())[0]
@@ -138,11 +138,11 @@ def test_model_card_carries_the_metrics(exported, phantom_run) -> None:
     assert f"95% CI {low:.4f}-{high:.4f}" in result.metric_name
     assert "Research tool, not a diagnostic device" in card.text
     assert "not real radiographs" in card.text  # trained on phantoms, and the card says so
-    first = LABELS[0]
+    first = NIH_LABELS[0]
     assert f"| {first} | {metrics['per_class'][first]['auroc']:.4f} |" in card.text
     config = json.loads((out / "hf" / "config.json").read_text())
     assert config["pretrained_cfg"]["input_size"] == [1, 64, 64] and config["model_args"]["in_chans"] == 1
-    assert config["label_names"] == list(LABELS) and config["cxr14"]["temperature"] is not None
+    assert config["label_names"] == list(NIH_LABELS) and config["cxr14"]["temperature"] is not None
 
 
 def test_predict_reads_onnx_and_hf_like_the_checkpoint(exported, films) -> None:
@@ -158,7 +158,7 @@ def test_predict_reads_onnx_and_hf_like_the_checkpoint(exported, films) -> None:
     for name in ("onnx", "hf"):
         for mine, theirs in zip(rows[name], rows["pth"], strict=True):
             assert mine["file"] == theirs["file"] and mine["findings"] == theirs["findings"]
-            diff = max(abs(mine["probabilities"][k] - theirs["probabilities"][k]) for k in LABELS)
+            diff = max(abs(mine["probabilities"][k] - theirs["probabilities"][k]) for k in NIH_LABELS)
             assert diff <= TOL, (name, diff)
     cams, printed = out.parent / "cams", io.StringIO()
     with pytest.raises(UserError, match="--cam needs the PyTorch model"), contextlib.redirect_stdout(printed):
@@ -173,9 +173,10 @@ def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from cxr14.model import checkpoint
     from cxr14.model.create import build, data_config
 
-    model = build("test_vit", image_size=32)
+    model = build("test_vit", 1, len(NIH_LABELS), image_size=32)
     path = tmp_path_factory.mktemp("tiny") / "best_model.pth"
-    checkpoint.atomic_save(checkpoint.make_state(model, "test_vit", data_config(model, 32), config={}), path)
+    state = checkpoint.make_state(model, "test_vit", data_config(model, 32), NIH_LABELS, config={})
+    checkpoint.atomic_save(state, path)
     return path
 
 

@@ -13,12 +13,13 @@ import pydicom
 import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import SecondaryCaptureImageStorage
 
 from cxr14.data.films import MAX_PIXELS, list_films, read_film
 from cxr14.data.images import read_gray
+from cxr14.data.phantom.writer import dicom_dataset
 from cxr14.errors import FilmError, UserError
 
 RNG = np.random.default_rng(0)
@@ -130,18 +131,7 @@ def test_decompression_bombs_refused_before_decoding() -> None:
 
 def make_dicom(pixels: np.ndarray, photometric: str = "MONOCHROME2", **elements) -> Dataset:
     """A minimal 16-bit (12 stored) Secondary Capture dataset holding `pixels`."""
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "CR"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds = dicom_dataset(pixels, photometric, "CR", SecondaryCaptureImageStorage)
     for key, value in elements.items():
         setattr(ds, key, value)
     return ds

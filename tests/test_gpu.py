@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from cxr14.data.transforms import AugmentConfig, DeviceTransform
+from cxr14.labels import NIH_LABELS
 from cxr14.model.create import build
 from cxr14.model.device import resolve_precision
 from cxr14.training.loss import make_loss
@@ -21,7 +22,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 def test_mixed_precision_step_learns(name: str) -> None:
     device = torch.device("cuda")
     precision = resolve_precision(name, device)
-    model = build("convnext_atto").to(device)
+    model = build("convnext_atto", 1, len(NIH_LABELS)).to(device)
     optim = Optim(torch.optim.AdamW(model.parameters(), lr=1e-3), precision.make_scaler(), clip_grad=1.0)
     transform, loss_fn = DeviceTransform((0.45,), (0.23,), 1, AugmentConfig()), make_loss("focal")
     images = torch.randint(0, 256, (16, 1, 64, 64), dtype=torch.uint8, device=device)

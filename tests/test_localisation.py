@@ -85,7 +85,7 @@ def test_summarize_per_finding_and_mean() -> None:
         }
     )
     table = loc.summarize(scores)
-    assert list(table.index) == ["Cardiomegaly", "Nodule", "mean"]  # LABELS order, then the mean
+    assert list(table.index) == ["Cardiomegaly", "Nodule", "mean"]  # NIH_LABELS order, then the mean
     assert table.loc["Nodule", "n_boxes"] == 3 and table.loc["Nodule", "hit_rate"] == pytest.approx(2 / 3)
     assert table.loc["Nodule", "chance"] == pytest.approx(0.02)
     assert table.loc["mean", "hit_rate"] == pytest.approx((1 + 2 / 3) / 2)  # over findings, not boxes

@@ -14,7 +14,7 @@ from cxr14.data.metadata import find_csv, read_data_entry, read_split_list
 from cxr14.data.packaged import packaged_files, resource, write_metadata
 from cxr14.data.splits import make_splits
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def meta(request: pytest.FixtureRequest, nih: Path):
 def test_counts(meta) -> None:
     assert len(meta) == 112_120
     assert len(np.unique(meta.patients)) == 30_805
-    assert dict(zip(LABELS, meta.labels.sum(0).tolist(), strict=True)) == {k: v[0] for k, v in COUNTS.items()}
+    assert dict(zip(NIH_LABELS, meta.labels.sum(0).tolist(), strict=True)) == {k: v[0] for k, v in COUNTS.items()}
     assert int((meta.labels.sum(1) == 0).sum()) == 60_361  # No Finding
 
 
@@ -62,7 +62,7 @@ def test_official_split(meta, nih: Path) -> None:
     splits = make_splits(meta, nih, val_fraction=0.1, seed=0, caps=(None, None))
     assert len(splits["train"]) + len(splits["val"]) == 86_524 and len(splits["test"]) == 25_596
     assert len(np.unique(splits["test"].patients)) == 2_797
-    for j, name in enumerate(LABELS):
+    for j, name in enumerate(NIH_LABELS):
         assert int(splits["test"].labels[:, j].sum()) == COUNTS[name][2]
         assert int(splits["train"].labels[:, j].sum() + splits["val"].labels[:, j].sum()) == COUNTS[name][1]
     assert not np.intersect1d(splits["train"].patients, splits["val"].patients).size

@@ -15,6 +15,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models import adapt_input_conv
 
 from cxr14.errors import UserError
+from cxr14.labels import NIH_LABELS
 from cxr14.model import checkpoint
 from cxr14.model.create import build, check_image_size, create_model
 from tests.conftest import REPO, make_nih_folder, run_cli
@@ -72,7 +73,7 @@ def imagenet_file(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], t
 def test_builds_and_trains_from_scratch(name: str) -> None:
     size = SIZES[name]
     check_image_size(name, size)
-    model, data = create_model(name, False, None, size)
+    model, data = create_model(name, False, None, size, len(NIH_LABELS))
     assert data.image_size == size and data.in_chans == 1
     _train_step(model, size)
 
@@ -81,7 +82,7 @@ def test_builds_and_trains_from_scratch(name: str) -> None:
 def test_weights_file_is_adapted_by_timm(name: str, imagenet_file: Callable) -> None:
     size = SIZES[name]
     path, saved = imagenet_file(name)
-    model, data = create_model(name, True, path, size)
+    model, data = create_model(name, True, path, size, len(NIH_LABELS))
     cfg = model.pretrained_cfg
     stem, heads = f"{cfg['first_conv']}.weight", {f"{cfg['classifier']}.weight", f"{cfg['classifier']}.bias"}
     mine = model.state_dict()
@@ -104,7 +105,7 @@ def test_weights_file_is_adapted_by_timm(name: str, imagenet_file: Callable) -> 
 def test_large_convnext_by_construction_only() -> None:
     check_image_size("convnext_large", 96)
     with torch.device("meta"):  # shapes only: 200M parameters would cost seconds to initialise
-        model = build("convnext_large", image_size=96)
+        model = build("convnext_large", 1, len(NIH_LABELS), image_size=96)
         assert model(torch.empty(2, 1, 96, 96)).shape == (2, 14)
     assert model.stem[0].in_channels == 1 and model.get_classifier().out_features == 14
 
@@ -112,13 +113,13 @@ def test_large_convnext_by_construction_only() -> None:
 def test_file_of_another_architecture(imagenet_file: Callable, tmp_path: Path) -> None:
     path, _ = imagenet_file("efficientnet_b0")
     with pytest.raises(UserError, match=r"do not fit 'convnext_tiny'.*\d+ backbone key\(s\) missing.*unexpected"):
-        create_model("convnext_tiny", True, path, 64)
+        create_model("convnext_tiny", True, path, 64, len(NIH_LABELS))
     save_file(timm.create_model("convnext_femto").state_dict(), str(tmp_path / "femto.safetensors"))
     with pytest.raises(UserError, match=r"of another shape \(e\.g\. stem\.0\.weight: \[48, 1, 4, 4\] vs"):
-        create_model("convnext_atto", True, tmp_path / "femto.safetensors", 64)
+        create_model("convnext_atto", True, tmp_path / "femto.safetensors", 64, len(NIH_LABELS))
     (tmp_path / "junk.safetensors").write_bytes(b"not a weights file")
     with pytest.raises(UserError, match="Cannot read weights"):
-        create_model("convnext_atto", True, tmp_path / "junk.safetensors", 64)
+        create_model("convnext_atto", True, tmp_path / "junk.safetensors", 64, len(NIH_LABELS))
 
 
 @pytest.mark.parametrize(
@@ -158,10 +159,11 @@ def test_bad_image_size_fails_before_the_run_folder(tmp_path: Path) -> None:
 
 
 def test_vit_from_scratch_trains_and_round_trips_through_a_checkpoint(tmp_path: Path) -> None:
-    model, data = create_model("vit_base_patch16_224", False, None, 48)
+    model, data = create_model("vit_base_patch16_224", False, None, 48, len(NIH_LABELS))
     assert data.image_size == 48 and model.pos_embed.shape == (1, 1 + 3 * 3, 768)
     _train_step(model, 48)
-    checkpoint.atomic_save(checkpoint.make_state(model, "vit_base_patch16_224", data), tmp_path / "best_model.pth")
+    state = checkpoint.make_state(model, "vit_base_patch16_224", data, NIH_LABELS)
+    checkpoint.atomic_save(state, tmp_path / "best_model.pth")
     again, data_again = checkpoint.model_from_checkpoint(checkpoint.load(tmp_path / "best_model.pth"))
     assert data_again == data
     x = torch.randn(2, 1, 48, 48)

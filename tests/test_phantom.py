@@ -13,7 +13,7 @@ from cxr14.data import phantom
 from cxr14.data.bbox import BBOX_HEADER, BOXED
 from cxr14.errors import UserError
 from cxr14.judging.localisation import read_boxes
-from cxr14.labels import LABELS, NUM_CLASSES, encode
+from cxr14.labels import NIH_LABELS, encode
 
 N_PATIENTS, SIZE = 12, 64
 
@@ -58,7 +58,7 @@ def test_csv_and_lists_match_nih_format(folder):
     names = [row[0] for row in rows]
     for row in rows:
         vec = encode(row[1])  # parses: raises on an unknown label
-        assert row[1] == "No Finding" or row[1] == "|".join(LABELS[i] for i in np.flatnonzero(vec))
+        assert row[1] == "No Finding" or row[1] == "|".join(NIH_LABELS[i] for i in np.flatnonzero(vec))
         assert row[0] == f"{int(row[3]):08d}_{int(row[2]):03d}.png"
         assert row[5] in ("M", "F") and row[6] in ("PA", "AP") and 1 <= int(row[4]) <= 100
     lists = {}
@@ -117,25 +117,25 @@ def test_label_sampling_matches_nih_shape():
     test = cohort.is_test
     assert 0.2 <= len(cohort.test_patients) / 1000 <= 0.27
     counts_test = cohort.labels[test].sum(0)
-    assert counts_test.min() >= 50, dict(zip(LABELS, counts_test.tolist(), strict=True))
+    assert counts_test.min() >= 50, dict(zip(NIH_LABELS, counts_test.tolist(), strict=True))
     counts = cohort.labels.sum(0)
     order = np.argsort(-counts)
-    assert LABELS[order[0]] == "Infiltration"
-    assert "Hernia" in [LABELS[i] for i in order[-2:]]
+    assert NIH_LABELS[order[0]] == "Infiltration"
+    assert "Hernia" in [NIH_LABELS[i] for i in order[-2:]]
     assert 0.4 <= (cohort.labels.sum(1) == 0).mean() <= 0.55
     per_patient = np.bincount(cohort.patient)
     assert per_patient.max() <= 8 and (per_patient[1:] > 1).mean() > 0.5
     # chronic findings persist: once a patient has Cardiomegaly, later films keep it
-    card = cohort.labels[:, LABELS.index("Cardiomegaly")]
+    card = cohort.labels[:, NIH_LABELS.index("Cardiomegaly")]
     for pid in np.unique(cohort.patient[card == 1])[:50]:
         seq = card[cohort.patient == pid]
         assert (np.diff(seq.astype(int)) >= 0).all()
 
 
-@pytest.mark.parametrize("index", range(NUM_CLASSES), ids=LABELS)
+@pytest.mark.parametrize("index", range(len(NIH_LABELS)), ids=NIH_LABELS)
 def test_each_sign_is_drawn(index):
     size = 96
-    normal = np.zeros(NUM_CLASSES, dtype=np.uint8)
+    normal = np.zeros(len(NIH_LABELS), dtype=np.uint8)
     with_sign = normal.copy()
     with_sign[index] = 1
     diffs = []
@@ -143,9 +143,9 @@ def test_each_sign_is_drawn(index):
         a = phantom.render(normal, size, np.random.default_rng(seed)).astype(float)
         b = phantom.render(with_sign, size, np.random.default_rng(seed)).astype(float)
         d = np.abs(a - b)
-        assert d.max() >= 30, f"{LABELS[index]}: no pixel changed by 30 grey levels"
+        assert d.max() >= 30, f"{NIH_LABELS[index]}: no pixel changed by 30 grey levels"
         diffs.append((d > 15).sum())  # pixels clearly changed (anatomy/noise are identical otherwise)
-    assert min(diffs) >= 12, f"{LABELS[index]}: too few pixels changed {diffs}"
+    assert min(diffs) >= 12, f"{NIH_LABELS[index]}: too few pixels changed {diffs}"
 
 
 def test_render_varies_and_is_deterministic():
@@ -155,7 +155,7 @@ def test_render_varies_and_is_deterministic():
     assert np.array_equal(a, phantom.render(findings, 64, np.random.default_rng(0)))
     b = phantom.render(findings, 64, np.random.default_rng(1))
     assert np.abs(a.astype(int) - b.astype(int)).mean() > 3
-    normal = phantom.render(np.zeros(NUM_CLASSES, np.uint8), 64, np.random.default_rng(0))
+    normal = phantom.render(np.zeros(len(NIH_LABELS), np.uint8), 64, np.random.default_rng(0))
     assert np.array_equal(normal, phantom.render(encode("No Finding"), 64, np.random.default_rng(0)))
 
 
@@ -181,7 +181,7 @@ def test_box_list_in_nih_format_on_boxed_test_findings(folder):
     }
     test = set((out / phantom.TEST_LIST).read_text().split("\n"))
     for row in boxes.itertuples():
-        assert row.image in test and labels[row.image][LABELS.index(row.finding)] == 1
+        assert row.image in test and labels[row.image][NIH_LABELS.index(row.finding)] == 1
         assert min(row.x, row.y) >= 0 and min(row.w, row.h) > 0
         assert row.x + row.w <= SIZE and row.y + row.h <= SIZE
     assert not boxes.duplicated(["image", "finding"]).any()  # one box per (image, finding), as NIH's
@@ -194,13 +194,13 @@ def test_boxes_lie_on_the_drawn_signs(name):
     (Changes outside remain: other pieces of multi-part signs, Atelectasis' raised dome. Inside the box of
     an enlarged heart or a pneumothorax, much stays as it was: the heart's middle, the collapsed lung.)
     """
-    index, size = LABELS.index(name), 96
-    with_sign = np.zeros(NUM_CLASSES, dtype=np.uint8)
+    index, size = NIH_LABELS.index(name), 96
+    with_sign = np.zeros(len(NIH_LABELS), dtype=np.uint8)
     with_sign[index] = 1
     for seed in range(3):
         image, boxes = phantom.render_with_boxes(with_sign, size, np.random.default_rng(seed), {index})
         assert np.array_equal(image, phantom.render(with_sign, size, np.random.default_rng(seed)))
-        normal = phantom.render(np.zeros(NUM_CLASSES, np.uint8), size, np.random.default_rng(seed))
+        normal = phantom.render(np.zeros(len(NIH_LABELS), np.uint8), size, np.random.default_rng(seed))
         x, y, w, h = boxes[index]
         inside = np.zeros((size, size), dtype=bool)
         inside[y : y + h, x : x + w] = True

@@ -16,7 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from cxr14.cli import main
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 pytestmark = pytest.mark.slow
 
@@ -67,12 +67,12 @@ def test_folder_rows_skips_and_the_same_numbers_as_evaluation(films: Path, phant
     code, out, err = predict(capsys, str(films), "--checkpoint", str(run / "best_model.pth"))
     assert code == 0
     rows = pd.read_csv(io.StringIO(out))
-    assert list(rows.columns) == ["file", *LABELS, "findings", "ood_score", "unusual", "reason"]
+    assert list(rows.columns) == ["file", *NIH_LABELS, "findings", "ood_score", "unusual", "reason"]
     assert len(rows) == 9  # 6 PNG + JPEG + MONOCHROME1 + CT; the text file and the empty file are skipped
     assert "notes.png" in err and "empty.dcm" in err and "2 unreadable file(s) skipped" in err
-    by_name = rows.set_index(rows["file"].map(lambda f: Path(f).name))[list(LABELS)].astype(float)
+    by_name = rows.set_index(rows["file"].map(lambda f: Path(f).name))[list(NIH_LABELS)].astype(float)
     # One inference path: a test film scores exactly as the training run's test step scored it.
-    tested = pd.read_csv(run / "test_predictions.csv").set_index("image")[list(LABELS)]
+    tested = pd.read_csv(run / "test_predictions.csv").set_index("image")[list(NIH_LABELS)]
     pngs = sorted(n for n in by_name.index if n in tested.index)
     assert len(pngs) == 6
     assert np.abs(by_name.loc[pngs].to_numpy() - tested.loc[pngs].to_numpy()).max() < 2e-6
@@ -90,12 +90,12 @@ def test_json_lines_and_calls_at_thresholds(films: Path, phantom_run, tmp_path: 
     assert code == 0 and out == ""
     (row,) = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert set(row) == {"file", "probabilities", "findings", "ood_score", "unusual", "reason"}
-    assert list(row["probabilities"]) == list(LABELS) and row["unusual"] is False and row["reason"] is None
+    assert list(row["probabilities"]) == list(NIH_LABELS) and row["unusual"] is False and row["reason"] is None
     assert 0 < row["ood_score"] < 1  # the shared phantom model carries a gate
     import torch
 
     thresholds = torch.load(run / "best_model.pth", weights_only=True)["calibration"]["thresholds"]
-    called = [n for n, t in zip(LABELS, thresholds, strict=True) if t is not None and row["probabilities"][n] >= t]
+    called = [n for n, t in zip(NIH_LABELS, thresholds, strict=True) if t is not None and row["probabilities"][n] >= t]
     assert row["findings"] == called
 
 

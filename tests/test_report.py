@@ -20,7 +20,7 @@ from cxr14.errors import UserError
 from cxr14.judging.evaluate import Scoring, score, write_outputs
 from cxr14.judging.report import write_report
 from cxr14.judging.thresholds import choose_on_validation
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 from tests.conftest import load_script
 
 GALLERY_FILE = "heatmaps/00000003_001-Mass.png"
@@ -41,14 +41,14 @@ def synthetic(n_patients: int, per_patient: int, seed: int, name: str, capped_fr
     """A split whose logits carry signal (AUROC about 0.8), Hernia left without positives (undefined)."""
     rng = np.random.default_rng(seed)
     n = n_patients * per_patient
-    labels = (rng.random((n, len(LABELS))) < 0.3).astype(np.uint8)
-    labels[:, LABELS.index("Hernia")] = 0
+    labels = (rng.random((n, len(NIH_LABELS))) < 0.3).astype(np.uint8)
+    labels[:, NIH_LABELS.index("Hernia")] = 0
     logits = 1.3 * labels + rng.normal(-1.0, 1.0, labels.shape)
     patients = np.repeat(np.arange(1, n_patients + 1), per_patient)
     names = np.array([f"{p:08d}_{i % per_patient:03d}.png" for i, p in enumerate(patients)])
     sex, view = rng.choice(np.array(["M", "F"]), n), rng.choice(np.array(["PA", "AP"]), n)
     demo = Demographics(sex, rng.integers(15, 90, n), view)
-    return Split(name, names, labels, patients, demo, capped_from), logits
+    return Split(name, names, labels, patients, demo, NIH_LABELS, capped_from), logits
 
 
 def card(run: Path) -> dict:
@@ -75,7 +75,7 @@ def card(run: Path) -> dict:
         "pretrained": True,
         "loss": "focal",
         "trained": "2026-01-02 03:04",
-        "labels": list(LABELS),
+        "labels": list(NIH_LABELS),
         "config": config,
     }
 

@@ -29,7 +29,7 @@ import httpx
 
 from cxr14.config import ServeConfig
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 from cxr14.model.inference import Classifier
 from cxr14.model.loading import LoadedModel
 from cxr14.using.serve import runner
@@ -96,8 +96,8 @@ def same_row(got: dict, want: dict) -> None:
     assert got["file"] == want["file"] and got["findings"] == want["findings"]
     assert got["unusual"] == want["unusual"] and got["reason"] == want["reason"]
     assert got["ood_score"] == pytest.approx(want["ood_score"], abs=1.01e-4)
-    assert list(got["probabilities"]) == list(LABELS)
-    for label in LABELS:
+    assert list(got["probabilities"]) == list(NIH_LABELS)
+    for label in NIH_LABELS:
         assert got["probabilities"][label] == pytest.approx(want["probabilities"][label], abs=1.01e-6)
 
 
@@ -114,7 +114,7 @@ def test_health_and_model_card(client: httpx.Client, phantom_run: tuple[Path, Pa
     assert (card["model"], card["image_size"], card["checkpoint"]) == ("convnext_atto", 64, "best_model.pth")
     assert card["test"]["mean_auroc"] == pytest.approx(metrics["mean_auroc"])
     assert card["test"]["mean_auroc_ci"] == pytest.approx(metrics["mean_auroc_ci"])
-    assert list(card["thresholds"]) == list(LABELS)
+    assert list(card["thresholds"]) == list(NIH_LABELS)
     assert any(t is not None for t in card["thresholds"].values())
     assert "config" not in card and "not a diagnostic device" in card["notice"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", card["trained"])

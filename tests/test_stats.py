@@ -21,7 +21,7 @@ from cxr14.judging.bootstrap import (
 )
 from cxr14.judging.metrics import merge_json
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 
 def cohort(n_patients: int, seed: int, ties: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -33,7 +33,7 @@ def cohort(n_patients: int, seed: int, ties: bool = False) -> tuple[np.ndarray, 
     rng = np.random.default_rng(seed)
     sizes = rng.geometric(0.3, n_patients)
     owner = np.repeat(np.arange(n_patients), sizes)
-    risk = rng.normal(size=(n_patients, len(LABELS)))[owner]
+    risk = rng.normal(size=(n_patients, len(NIH_LABELS)))[owner]
     targets = (rng.random(risk.shape) < expit(1.5 * risk - 1.5)).astype(np.uint8)
     scores = targets + 0.5 * risk + rng.normal(size=risk.shape)
     if ties:
@@ -45,8 +45,8 @@ def cohort(n_patients: int, seed: int, ties: bool = False) -> tuple[np.ndarray, 
 def test_point_estimates_equal_sklearn_with_ties_and_undefined_left_out() -> None:
     targets, scores, patients = cohort(150, 0, ties=True)
     targets[:, 13] = 0  # Hernia absent: undefined
-    result = patient_bootstrap(targets, scores, patients, n_resamples=50)
-    for j, name in enumerate(LABELS[:13]):
+    result = patient_bootstrap(targets, scores, patients, n_resamples=50, names=NIH_LABELS)
+    for j, name in enumerate(NIH_LABELS[:13]):
         row = result.per_class[name]
         assert row.auroc == pytest.approx(roc_auc_score(targets[:, j], scores[:, j]), abs=1e-12)
         assert row.auprc == pytest.approx(average_precision_score(targets[:, j], scores[:, j]), abs=1e-12)
@@ -72,7 +72,7 @@ def test_each_resample_equals_sklearn_on_the_explicitly_resampled_images() -> No
     undefined_seen = 0
     for b in range(20):
         rows = np.repeat(np.arange(len(targets)), weights[b])  # each image as often as its patient was drawn
-        for j in range(len(LABELS)):
+        for j in range(len(NIH_LABELS)):
             y = targets[rows, j]
             if y.min() == y.max():
                 assert np.isnan(samples[b, j])
@@ -106,8 +106,8 @@ def test_copying_every_image_changes_nothing_by_patient_but_shrinks_an_image_boo
 
 
 def test_interval_contains_the_point_and_narrows_with_more_patients() -> None:
-    small = patient_bootstrap(*cohort(100, 5), n_resamples=300, seed=0)
-    large = patient_bootstrap(*cohort(1000, 6), n_resamples=300, seed=0)
+    small = patient_bootstrap(*cohort(100, 5), n_resamples=300, seed=0, names=NIH_LABELS)
+    large = patient_bootstrap(*cohort(1000, 6), n_resamples=300, seed=0, names=NIH_LABELS)
     for result in (small, large):
         for row in result.per_class.values():
             assert row.ci_low <= row.auroc <= row.ci_high
@@ -117,7 +117,7 @@ def test_interval_contains_the_point_and_narrows_with_more_patients() -> None:
     def width(result: BootstrapResult, name: str) -> float:
         return result.per_class[name].ci_high - result.per_class[name].ci_low
 
-    ratios = [width(large, name) / width(small, name) for name in LABELS]
+    ratios = [width(large, name) / width(small, name) for name in NIH_LABELS]
     assert np.median(ratios) < 0.6, ratios
 
 
@@ -125,7 +125,7 @@ def test_mean_interval_is_over_the_findings_defined_in_each_resample() -> None:
     targets, scores, patients = cohort(60, 7)
     targets[:, 12] = 0
     targets[np.isin(patients, np.unique(patients)[:2]), 12] = 1
-    result = patient_bootstrap(targets, scores, patients, n_resamples=200, seed=9, level=0.9)
+    result = patient_bootstrap(targets, scores, patients, n_resamples=200, seed=9, level=0.9, names=NIH_LABELS)
     samples = resampled_aurocs(targets, scores, patients, n_resamples=200, seed=9)
     assert np.isnan(samples[:, 12]).any()
     low, high = np.quantile(np.nanmean(samples, axis=1), [0.05, 0.95])
@@ -161,9 +161,11 @@ def test_subgroups_reuse_the_bootstrap_and_gate_tiny_counts() -> None:
     sex = np.where(patients % 2 == 0, "M", "F")
     targets[:, 13] = 0
     targets[np.flatnonzero(sex == "F")[:3], 13] = 1  # 3 positive women: too few for an AUROC
-    result = subgroup_aurocs(targets, scores, patients, demographic_groups(sex=sex), n_resamples=100, seed=2)
+    result = subgroup_aurocs(targets, scores, patients, demographic_groups(sex=sex), n_resamples=100, seed=2,
+                             names=NIH_LABELS)
     women = sex == "F"
-    alone = patient_bootstrap(targets[women], scores[women], patients[women], 100, 2, min_positives=10)
+    alone = patient_bootstrap(targets[women], scores[women], patients[women], 100, 2, names=NIH_LABELS,
+                              min_positives=10)
     assert result.groups["sex"]["F"] == alone
     assert result.groups["sex"]["F"].per_class["Hernia"].auroc is None
     assert result.groups["sex"]["F"].n_images == women.sum()
@@ -186,8 +188,8 @@ def test_google_labels_scored_beside_nlp_labels(tmp_path: Path) -> None:
     rng = np.random.default_rng(11)
     n = 80
     names = np.array([f"{i // 2:08d}_{i % 2:03d}.png" for i in range(n)])
-    probs = rng.random((n, len(LABELS)))
-    nlp = (rng.random((n, len(LABELS))) < 0.3).astype(np.uint8)
+    probs = rng.random((n, len(NIH_LABELS)))
+    nlp = (rng.random((n, len(NIH_LABELS))) < 0.3).astype(np.uint8)
     reads = rng.random((n, 2)) < 0.4
     rows = [
         (names[i], i // 2, "YES" if reads[i, 0] else "NO", "YES" if reads[i, 1] else "NO", "val" if i < 10 else "test")
@@ -195,9 +197,9 @@ def test_google_labels_scored_beside_nlp_labels(tmp_path: Path) -> None:
     ]
     rows.append(("99999999_000.png", 99999999, "YES", "NO", "test"))  # in the table, not scored
     write_google_csv(tmp_path / "g.csv", rows)
-    result = score_adjudicated(names, probs, nlp, read_google_labels(tmp_path / "g.csv"), n_resamples=50)
+    result = score_adjudicated(names, probs, nlp, NIH_LABELS, read_google_labels(tmp_path / "g.csv"), n_resamples=50)
     used = slice(10, n - 5)
-    px, nm = LABELS.index("Pneumothorax"), [LABELS.index("Nodule"), LABELS.index("Mass")]
+    px, nm = NIH_LABELS.index("Pneumothorax"), [NIH_LABELS.index("Nodule"), NIH_LABELS.index("Mass")]
     pneumothorax, nodule = result.per_finding["Pneumothorax"], result.per_finding["Nodule or mass"]
     assert pneumothorax.n_images == n - 15 and pneumothorax.n_patients == len({i // 2 for i in range(10, n - 5)})
     assert pneumothorax.radiologists.auroc == pytest.approx(roc_auc_score(reads[used, 0], probs[used, px]))
@@ -207,7 +209,7 @@ def test_google_labels_scored_beside_nlp_labels(tmp_path: Path) -> None:
     assert nodule.nlp.auroc == pytest.approx(roc_auc_score(nlp[used][:, nm].max(axis=1), both))
     assert nodule.radiologists.n_pos == reads[used, 1].sum()
     assert result.to_json()["per_finding"]["Pneumothorax"]["radiologists"]["ci_low"] is not None
-    assert score_adjudicated(names[:5], probs[:5], nlp[:5], read_google_labels(tmp_path / "g.csv")) is None
+    assert score_adjudicated(names[:5], probs[:5], nlp[:5], NIH_LABELS, read_google_labels(tmp_path / "g.csv")) is None
 
 
 def test_google_file_that_is_not_google_labels_is_a_user_error(tmp_path: Path) -> None:
@@ -233,9 +235,9 @@ def test_non_finite_scores_and_swapped_arguments_are_named() -> None:
     targets, scores, patients = cohort(20, 12)
     scores[3, 2] = np.nan
     with pytest.raises(UserError, match="NaN or infinite"):
-        patient_bootstrap(targets, scores, patients, n_resamples=10)
+        patient_bootstrap(targets, scores, patients, n_resamples=10, names=NIH_LABELS)
     with pytest.raises(ValueError, match="other way round"):
-        patient_bootstrap(np.nan_to_num(scores), targets, patients, n_resamples=10)
+        patient_bootstrap(np.nan_to_num(scores), targets, patients, n_resamples=10, names=NIH_LABELS)
 
 
 def test_merge_json_joins_tables_by_finding_and_refuses_conflicts() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 from cxr14.model import checkpoint
 from tests.conftest import REPO, TINY_TRAIN, run_cli
 
@@ -51,7 +51,7 @@ def test_run_folder_explains_itself(trained: Path) -> None:
 def test_metrics_json_schema(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
     assert metrics["split"] == "test"
-    assert list(metrics["per_class"]) == list(LABELS)
+    assert list(metrics["per_class"]) == list(NIH_LABELS)
     defined = [v["auroc"] for v in metrics["per_class"].values() if v["auroc"] is not None]
     assert defined and abs(metrics["mean_auroc"] - sum(defined) / len(defined)) < 1e-9
     assert metrics["n_images"] == sum(1 for _ in (trained / "test_predictions.csv").open()) - 1
@@ -64,13 +64,13 @@ def test_metrics_json_schema(trained: Path) -> None:
 
 def test_best_checkpoint_round_trip(trained: Path) -> None:
     raw = torch.load(trained / "best_model.pth", weights_only=True)
-    assert raw["model_name"] == "convnext_atto" and raw["labels"] == list(LABELS)
+    assert raw["model_name"] == "convnext_atto" and raw["labels"] == list(NIH_LABELS)
     assert raw["data_config"]["image_size"] == 32 and raw["config"]["loss"] == "focal"
     model, data = checkpoint.model_from_checkpoint(checkpoint.load(trained / "best_model.pth"))
     model.eval()
     with torch.no_grad():
         out = model(torch.zeros(2, data.in_chans, data.image_size, data.image_size))
-    assert out.shape == (2, len(LABELS))
+    assert out.shape == (2, len(NIH_LABELS))
     last = torch.load(trained / "last.pth", weights_only=True)
     assert last["epoch"] == 2 and {"optimizer", "scheduler", "scaler"} <= set(last)
 

@@ -119,9 +119,9 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "predict", PredictConfig, "cxr14.using.predict:run_predict",
-        "score new films (PNG, JPEG, DICOM) with a checkpoint: one row of 14 probabilities per film",
+        "score new films (PNG, JPEG, DICOM) with a checkpoint: one row per film, a probability per finding",
         "Read PNG, JPEG and DICOM films (files, or folders searched recursively), score them with a trained "
-        "model and print one CSV row per film (or JSON lines with --json): the 14 probabilities, calibrated with "
+        "model and print one CSV row per film (or JSON lines with --json): the probabilities, calibrated with "
         "the temperatures fitted on validation, and the findings at or above the thresholds chosen there. "
         "Each row also says whether the film is unusual - plainly not a chest film (a colour photograph, an odd "
         "shape, a blank image), or unlike the training films to the model's out-of-distribution gate (ood_score "
@@ -137,7 +137,7 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "serve", ServeConfig, "cxr14.using.serve.runner:serve",
-        "a local web page and JSON API for a checkpoint: drop a film, see the 14 findings and the heatmaps",
+        "a local web page and JSON API for a checkpoint: drop a film, see the findings and the heatmaps",
         "Serve a trained model (best_model.pth) on a small web page and a JSON API (POST /api/predict, GET "
         "/api/model, GET /api/health; OpenAPI docs at /docs), scored exactly as `cxr14 predict`. Listens on "
         "127.0.0.1 (this machine only) unless --host says otherwise; every script and style is served locally. "
@@ -149,7 +149,7 @@ COMMANDS: tuple[Command, ...] = (
         "Turn a best_model.pth into OUT/hf (model.safetensors, config.json and a README.md model card in the "
         "Hugging Face hub's layout: `timm.create_model('local-dir:OUT/hf', pretrained=True)` loads it without "
         "cxr14) and OUT/onnx/model.onnx (uint8 pixels [batch, 1, S, S] in, normalisation and temperature inside, "
-        "'probabilities' and 'logits' [batch, 14] out, and the gate's 'ood_score' [batch], any batch size). Each file "
+        "'probabilities' and 'logits' [batch, K] out, and the gate's 'ood_score' [batch], any batch size). Each file "
         "is then reloaded (timm; ONNX Runtime on the CPU), fed the same phantom films as the checkpoint, and the "
         "export fails if any probability differs by more than 1e-4 (an ood_score by more than 1e-3); the largest "
         "difference is printed. Both outputs also work as "

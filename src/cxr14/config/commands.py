@@ -11,7 +11,7 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 from cxr14.config.options import Options, check_writable, opt
-from cxr14.config.train import LOSSES
+from cxr14.config.train import DATASETS, LABELERS, LOSSES, READERS, UNCERTAIN, VIEWS
 from cxr14.errors import UserError
 
 #: What `cxr14 export` can write: a timm / Hugging Face folder, an ONNX graph.
@@ -29,9 +29,24 @@ URLS_FILE_HELP = (
 class ScoringOptions(Options):
     """How a command that scores a model reads its data: shared by evaluate, compare and fit_gate.
 
-    Keyword-only, so that each command's own fields (some without a default) can follow these; argparse lists
-    these after the command's own options.
+    The dataset options default to the model's own (what its run trained on, from its config); given, they read
+    another dataset: external validation. Keyword-only, so that each command's own fields (some without a
+    default) can follow these; argparse lists these after the command's own options.
     """
+
+    dataset: str | None = opt(None, "the data's layout (default: the model's own): nih, csv, chexpert, mimic, "
+                              "padchest or vindr", choices=DATASETS)  # fmt: skip
+    labels: str | None = opt(None, "the data's labels to read, comma-separated (default: the model's own for its "
+                             "own dataset, else all that can be scored)", metavar="A,B,C")  # fmt: skip
+    uncertain: str | None = opt(None, "uncertain (-1) labels: ignore, zeros or ones (default: as the model was "
+                                "trained)", choices=UNCERTAIN)  # fmt: skip
+    views: str | None = opt(None, "frontal films only, or all (default: as the model was trained)", choices=VIEWS)
+    readers: str | None = opt(None, "vindr: any or majority of the readers (default: as the model was trained)",
+                              choices=READERS)  # fmt: skip
+    labeler: str | None = opt(None, "mimic: chexpert or negbio labels (default: as the model was trained)",
+                              choices=LABELERS)  # fmt: skip
+    approximate: bool = opt(False, "on another dataset, also score findings whose names match only approximately "
+                            "(e.g. NIH Mass or Nodule against CheXpert's Lung Lesion), marked as such")  # fmt: skip
 
     csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
     cache_dir: Path | None = opt(None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)",
@@ -113,7 +128,8 @@ class PredictConfig(Options):
     json: bool = opt(False, "JSON lines instead of CSV: probabilities and the findings at or above threshold")
     cam: Path | None = opt(None, "also write a heatmap overlay PNG per image (its top findings) into this folder",
                            path="out_dir")  # fmt: skip
-    cam_top: int = opt(3, "with --cam: how many of each image's most probable findings get a heatmap", min=1, max=14)
+    cam_top: int = opt(3, "with --cam: how many of each image's most probable findings get a heatmap (all of "
+                       "them when it has fewer)", min=1, max=100)  # fmt: skip
     on_unusual: str = opt("flag", "a film unlike the training data (or plainly not a chest film): keep its row, "
                           "marked unusual with the reason and no finding called, or leave it out",
                           choices=("flag", "skip"))  # fmt: skip
@@ -194,9 +210,13 @@ class PrepareConfig(Options):
     """`cxr14 prepare`: a data folder in, the resized uint8 cache that training reads out."""
 
     data_dir: Path = opt(Path("data"), "dataset folder", path="in_dir")
+    dataset: str = opt("nih", "the data's layout: nih, csv, chexpert, mimic, padchest or vindr (every film is "
+                       "cached, lateral ones too)", choices=DATASETS)  # fmt: skip
     image_size: int = opt(384, "cache image side in px", min=16, max=4096)
     cache_dir: Path | None = opt(None, "where caches go (default: DATA_DIR/cache)", path="out_dir")
-    csv: Path | None = opt(None, "metadata CSV if not in --data_dir", path="in_file")
+    csv: Path | None = opt(None, "nih: the metadata CSV if not in --data_dir; csv: the dataset's CSV",
+                           path="in_file")  # fmt: skip
+    labels: str | None = opt(None, "padchest: the labels to read (it has 174)", metavar="A,B,C")
     on_bad_image: str = opt("fail", "missing/corrupt images: stop, or skip them and count them",
                             choices=("fail", "skip"))  # fmt: skip
     workers: int | None = opt(None, "decoding processes (default: all cores)", min=1, max=1024)
@@ -213,6 +233,8 @@ class PhantomConfig(Options):
     """`cxr14 phantom`: a synthetic dataset in NIH's layout, or a preview sheet of its findings."""
 
     out: Path | None = opt(None, "dataset folder to write", path="out_dir")
+    layout: str = opt("nih", "write it as this dataset ships its own: nih, csv (dataset.csv with three labels of "
+                      "its own), chexpert, mimic, padchest or vindr", choices=DATASETS)  # fmt: skip
     n_patients: int = opt(1000, "patients (1-8 images each)", min=1, max=1000000)
     size: int = opt(1024, "image side in pixels (1024 as NIH's)", min=32, max=4096)
     seed: int = opt(0, "random seed", min=0)
@@ -245,6 +267,9 @@ class DownloadConfig(Options):
     """`cxr14 download`: NIH's metadata and archives into a data folder, or (--check) whether it is ready."""
 
     data_dir: Path = opt(Path("data"), "the dataset folder", path="in_dir")
+    dataset: str = opt("nih", "with --check: the folder's layout (nih, csv, chexpert, mimic, padchest, vindr); "
+                       "downloading is NIH's alone", choices=DATASETS, group=CHECK_GROUP)  # fmt: skip
+    csv: Path | None = opt(None, "with --check --dataset csv: the dataset's CSV", path="in_file", group=CHECK_GROUP)
     only: str | None = opt(None, "fetch only these archives, 1..12 (e.g. 1 or 1,2 or 3-12)", metavar="N,M-K")
     jobs: int = opt(3, "archives downloaded at once", min=1, max=12)
     keep_archives: bool = opt(False, "keep each images_NN.tar.gz after unpacking it")
@@ -263,6 +288,12 @@ class DownloadConfig(Options):
         super().__post_init__()
         if not self.check and (self.deep or self.workers is not None):
             raise UserError("--deep and --workers belong to `cxr14 download --check`; add --check to use them.")
+        if not self.check and self.dataset != "nih":
+            raise UserError(
+                f"cxr14 download fetches NIH ChestX-ray14 only; {self.dataset} is distributed by its owners (the "
+                f"README's dataset sections say where, and under which terms). Once it is in a folder, `cxr14 "
+                f"download --check --dataset {self.dataset} --data_dir DIR` checks it."
+            )
         if self.base_url and self.urls_file:
             raise UserError("--base_url and --urls_file both name where to download from: give one of them.")
         if not self.check:

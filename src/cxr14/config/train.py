@@ -13,6 +13,11 @@ from cxr14.errors import UserError
 
 EMA_DECAY = 0.9998
 LOSSES = ("focal", "bce", "asl")
+DATASETS = ("nih", "csv", "chexpert", "mimic", "padchest", "vindr")
+UNCERTAIN = ("ignore", "zeros", "ones")
+VIEWS = ("frontal", "all")
+READERS = ("any", "majority")
+LABELERS = ("chexpert", "negbio")
 
 
 @dataclass
@@ -31,8 +36,23 @@ class TrainConfig(Options):
     learning_rate: float = opt(1e-4, "AdamW learning rate", gt=0)
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0)
     # Data.
-    data_dir: Path = opt(Path("data"), "folder with Data_Entry_2017*.csv, the split lists and images/", path="in_dir")
-    csv: Path | None = opt(None, "metadata CSV if not in --data_dir (default: found in --data_dir)", path="in_file")
+    dataset: str = opt("nih", "the data's layout: nih (ChestX-ray14), csv (your own: see --csv), chexpert, mimic "
+                       "(MIMIC-CXR-JPG), padchest or vindr (VinDr-CXR)", choices=DATASETS)  # fmt: skip
+    data_dir: Path = opt(Path("data"), "the dataset folder (NIH: Data_Entry_2017*.csv, the split lists and images/)",
+                         path="in_dir")  # fmt: skip
+    csv: Path | None = opt(None, "nih: the metadata CSV if not in --data_dir; csv: the dataset's CSV (path, optional "
+                           "patient, split, sex, age, view, and a column per label)", path="in_file")  # fmt: skip
+    labels: str | None = opt(None, "the labels to train on, comma-separated (default: all the dataset has; padchest "
+                             "needs them)", metavar="A,B,C")  # fmt: skip
+    uncertain: str = opt("ignore", "uncertain (-1) labels: ignore (unknown: no loss, no AUROC), zeros or ones "
+                         "(Irvin et al. 2019)", choices=UNCERTAIN)  # fmt: skip
+    views: str = opt("frontal", "chexpert, mimic, padchest: frontal films only, or all", choices=VIEWS)
+    readers: str = opt("any", "vindr: a finding is positive when any, or a majority, of its three readers marked it",
+                       choices=READERS)  # fmt: skip
+    labeler: str = opt("chexpert", "mimic: the labels of the chexpert or the negbio labeller", choices=LABELERS)
+    init: Path | None = opt(None, "fine-tune: start from this model (a best_model.pth, or an hf folder from cxr14 "
+                            "export): its backbone, and its head's rows for labels of the same name",
+                            path="in_model")  # fmt: skip
     cache_dir: Path | None = opt(
         None, "where `cxr14 prepare` put resized caches (default: DATA_DIR/cache)", path="in_dir"
     )
@@ -113,8 +133,9 @@ class TrainConfig(Options):
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+    def save(self, path: Path, extra: dict[str, Any] | None = None) -> None:
+        """config.json: every option, and what the run learnt of its data (its labels; what --init kept)."""
+        path.write_text(json.dumps({**self.to_json(), **(extra or {})}, indent=2) + "\n")
 
     @classmethod
     def from_json(cls, saved: dict[str, Any], **overrides: Any) -> TrainConfig:

@@ -14,14 +14,14 @@ from collections.abc import Sequence
 
 BBOX_NAME = "BBox_List_2017.csv"
 BBOX_HEADER = "Image Index,Finding Label,Bbox [x,y,w,h],,,"
-#: The 8 findings NIH boxed, in LABELS order and spelling.
+#: The 8 findings NIH boxed, in NIH_LABELS order and spelling.
 BOXED = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia", "Pneumothorax")
-#: LABELS spelling -> the file's spelling, where they differ.
+#: NIH_LABELS spelling -> the file's spelling, where they differ.
 FILE_SPELLING = {"Infiltration": "Infiltrate"}
 
 
 def format_boxes(rows: Sequence[tuple[str, str, float, float, float, float]]) -> str:
-    """Rows (image, finding as in LABELS, x, y, w, h) -> the file's text in NIH's exact format.
+    """Rows (image, finding as in NIH_LABELS, x, y, w, h) -> the file's text in NIH's exact format.
 
     Reformatting NIH's own rows this way gives back its file byte for byte (tested).
     """

@@ -17,7 +17,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from cxr14.data.archives import archives_holding, describe_numbers
@@ -247,3 +249,34 @@ def decode_all(paths: list[str], workers: int, progress: bool = True) -> list[tu
             raise UserError(f"A process decoding images died ({exc}); the machine may be out of memory: pass "
                             f"fewer --workers.") from exc  # fmt: skip
     return bad
+
+
+def check_dataset(cfg: Any) -> None:
+    """`cxr14 download --check --dataset X` for the datasets other than NIH: the metadata reads cleanly (every
+    file, row and column checked as training reads them) and every film it lists is in the folder."""
+    from cxr14.data.loaders import image_index, read_metadata
+
+    meta = read_metadata(cfg, views="all")
+    index = image_index(cfg, meta.root)
+    missing = [n for n in meta.names if n not in index]
+    lines = [
+        f"{cfg.dataset} metadata: {meta.source} ({len(meta):,} films of {len(np.unique(meta.patients)):,} "
+        f"{'images (no patients named)' if meta.by_image else 'patients'}; labels {', '.join(meta.label_names)})",
+        f"split: {_split_text(meta)}",
+        f"films: {len(meta) - len(missing):,} of {len(meta):,} present under {meta.root}",
+    ]  # fmt: skip
+    print("\n".join(lines))
+    if missing:
+        raise UserError(
+            f"{len(missing):,} film(s) that {meta.source} lists are not under {meta.root} (e.g. "
+            f"{', '.join(missing[:3])}): unpack every part of the download there, or train with --on_bad_image skip."
+        )
+    where = f"--csv {cfg.csv}" if cfg.dataset == "csv" else f"--data_dir {cfg.data_dir}"
+    print(f"ready: cxr14 train --dataset {cfg.dataset} {where}")
+
+
+def _split_text(meta: Any) -> str:
+    if meta.split is None:
+        return "none of its own: a seeded patient-wise one"
+    counts = ", ".join(f"{k} {int((meta.split == k).sum()):,}" for k in ("train", "val", "test"))
+    return f"its own ({counts}; validation carved from train by patient when it has none)"

@@ -1,10 +1,10 @@
 """Datasets that hand out uint8 images: the model, normalisation and augmentation live elsewhere.
 
-A sample is `(image uint8 [1, S, S], target float [14], index, why-unreadable, note)`. Keeping pixels uint8
-until they reach the device moves a quarter of the bytes of float32 through workers, pinned memory and
-PCIe; the unreadable reason lets a corrupt file be skipped and counted instead of killing the epoch; the note
-is what a source found plainly wrong with a readable film while decoding it (a colour photograph, say), so
-that the check costs no second decode.
+A sample is `(image uint8 [1, S, S], target float [K] (1, 0 or -1: unknown), index, why-unreadable, note)`. Keeping
+pixels uint8 until they reach the device moves a quarter of the bytes of float32 through workers, pinned memory and
+PCIe; the unreadable reason lets a corrupt file be skipped and counted instead of killing the epoch; the note is
+what a source found plainly wrong with a readable film while decoding it (a colour photograph, say), so that the
+check costs no second decode.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ class ImageSource(Protocol):
         ...
 
 
-class PngSource:
-    """Decode each PNG when asked (13-21 ms per 1024x1024 image on one core)."""
+class FileSource:
+    """Decode each image file when asked (PNG, JPEG or DICOM; an NIH PNG of 1024x1024 takes 13-21 ms on one core)."""
 
     def __init__(self, paths: Sequence[Path], size: int) -> None:
         self.paths = [str(p) for p in paths]  # str, not Path: cheaper to pickle into workers
@@ -59,7 +59,7 @@ class PngSource:
 
 
 class XrayDataset(Dataset):
-    """Pairs an ImageSource with the [N, 14] label matrix of a Split.
+    """Pairs an ImageSource with the [N, K] label matrix of a Split.
 
     An unreadable image never raises inside a worker (where it would surface as a traceback wrapped
     in another traceback): it comes back flagged, and `report_bad` in the main process either

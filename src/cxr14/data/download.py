@@ -38,7 +38,7 @@ from cxr14.data.archives import (
     select,
     with_base_url,
 )
-from cxr14.data.check import check_folder
+from cxr14.data.check import check_dataset, check_folder
 from cxr14.data.extract import unpack
 from cxr14.data.fetch import Progress, Stopped, fetch, make_session, md5_of
 from cxr14.data.images import index_images
@@ -68,6 +68,9 @@ def wanted(cfg: DownloadConfig) -> list[Archive]:
 
 def run_download(cfg: DownloadConfig) -> list[str]:
     """`cxr14 download`: fetch (or, with --check, inspect) and say what to run next."""
+    if cfg.check and cfg.dataset != "nih":
+        check_dataset(cfg)
+        return []
     if cfg.check:
         check_folder(cfg.data_dir, deep=cfg.deep, workers=cfg.workers, progress=cfg.progress)
         return []

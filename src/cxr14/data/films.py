@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from cxr14.data.dicom import one_line, read_dicom
-from cxr14.data.images import gray8
+from cxr14.data.images import DICOM_SUFFIXES, gray8
 from cxr14.errors import FilmError, UserError
 
 #: Largest film accepted, in pixels per frame. Chest detectors reach ~6,000^2 (36 MP); 8192^2 leaves room
@@ -26,7 +26,6 @@ MAX_PIXELS = 8192 * 8192
 #: Suffixes listed from folders. Other files in a folder are listed only if they carry DICOM's marker
 #: (PACS exports often name files by UID, "1.2.840.113619.2.55.3", or "IM0001", with no .dcm).
 FILM_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom")
-DICOM_SUFFIXES = (".dcm", ".dicom")
 _PIL_FORMATS = ("PNG", "JPEG")
 _MAGIC_AT, _MAGIC = 128, b"DICM"
 _HEAD = 132

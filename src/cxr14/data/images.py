@@ -1,4 +1,4 @@
-"""Finding and decoding NIH images: one decode path shared by training, the cache and prediction.
+"""Finding NIH's images, and decoding dataset images: one decode path shared by training, the cache and checks.
 
 NIH ships 8-bit grayscale PNGs, but 519 of them are RGBA; every image is read as 8-bit
 grayscale ("L") whatever its mode, so the model never sees a 4-channel or 16-bit surprise.
@@ -46,12 +46,24 @@ def index_images(data_dir: Path) -> dict[str, Path]:
     return found
 
 
-def read_gray(path: Path | str, size: int | None = None) -> np.ndarray:
-    """Decode an image file to a uint8 (H, W) array, optionally resized to (size, size).
+#: Dataset images that are DICOM (VinDr-CXR ships .dicom files): read by `dicom.read_dicom`, all else by PIL.
+DICOM_SUFFIXES = (".dcm", ".dicom")
+#: The largest dataset image decoded (as for films: a decompression-bomb guard).
+MAX_PIXELS = 8192 * 8192
 
-    The resize is `resize_gray`, the same one the cache uses.
-    Raises one of DECODE_ERRORS for a corrupt or truncated file.
+
+def read_gray(path: Path | str, size: int | None = None) -> np.ndarray:
+    """Decode a dataset image (PNG of any depth, JPEG, or DICOM) to a uint8 (H, W) array, optionally resized to
+    (size, size).
+
+    The resize is `resize_gray`, the same one the cache uses. DICOM goes through the films' DICOM reader (its
+    VOI LUT or window, MONOCHROME1 inverted). Raises one of DECODE_ERRORS for a corrupt or truncated file.
     """
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        from cxr14.data.dicom import read_dicom  # here: pydicom is loaded only for datasets of DICOM files
+
+        gray = Image.fromarray(read_dicom(Path(path), MAX_PIXELS))
+        return np.array(resize_gray(gray, size) if size is not None else gray, dtype=np.uint8)
     with Image.open(path) as img:
         img.load()  # force the full decode here, so truncation raises here
         gray = gray8(img)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from cxr14.errors import UserError
-from cxr14.labels import LABELS, NO_FINDING, encode
+from cxr14.labels import NIH_LABELS, NO_FINDING, encode
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
@@ -34,13 +34,21 @@ class Demographics:
 
 @dataclass(frozen=True)
 class Metadata:
-    """One row per image: file name, 14 labels (uint8), patient id and demographics, in CSV order."""
+    """One row per image: file name, labels (int8), patient id and demographics, in CSV order."""
 
     names: np.ndarray  # str, e.g. "00000001_000.png"
-    labels: np.ndarray  # uint8 [N, 14]
+    labels: np.ndarray  # int8 [N, K]: 1, 0 or UNKNOWN
     patients: np.ndarray  # int64
     source: Path
     demographics: Demographics
+    label_names: tuple[str, ...]
+    #: Where the images are: `root / name` for the datasets whose names are paths; None for NIH, whose file
+    #: names are found in images/ or Kaggle's images_NNN/images/ (`images.index_images`).
+    root: Path | None = None
+    #: The dataset's own split per image ("train", "val" or "test"), where it has one.
+    split: np.ndarray | None = None
+    #: True when the data names no patients: every image is its own patient (said in the log and the report).
+    by_image: bool = False
 
     def __len__(self) -> int:
         return len(self.names)
@@ -91,6 +99,7 @@ def read_data_entry(path: Path) -> Metadata:
         patients=frame["Patient ID"].to_numpy(dtype=np.int64),
         source=path,
         demographics=_demographics(frame),
+        label_names=NIH_LABELS,
     )
 
 
@@ -110,7 +119,7 @@ def _demographics(frame: pd.DataFrame) -> Demographics:
 def _encode_all(cells: np.ndarray, path: Path) -> np.ndarray:
     """Encode every `Finding Labels` cell; an unknown spelling names its row and the valid ones."""
     cache: dict[str, np.ndarray] = {}  # ~800 distinct strings in 112k rows
-    out = np.zeros((len(cells), len(LABELS)), dtype=np.uint8)
+    out = np.zeros((len(cells), len(NIH_LABELS)), dtype=np.int8)
     for i, cell in enumerate(cells):
         row = cache.get(cell)
         if row is None:
@@ -119,7 +128,7 @@ def _encode_all(cells: np.ndarray, path: Path) -> np.ndarray:
             except KeyError as exc:
                 raise UserError(
                     f"{path}, data row {i + 1}: unknown finding {exc.args[0]!r} in {cell!r}. Known findings: "
-                    f"{', '.join(LABELS)}, or exactly '{NO_FINDING}'."
+                    f"{', '.join(NIH_LABELS)}, or exactly '{NO_FINDING}'."
                 ) from exc
         out[i] = row
     return out

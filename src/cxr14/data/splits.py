@@ -24,25 +24,28 @@ class Split:
     """A set of images with their labels and patients (row i of each array is image i)."""
 
     name: str
-    names: np.ndarray
-    labels: np.ndarray
-    patients: np.ndarray
+    names: np.ndarray  # str [N]: each image's name (NIH: its file name; other datasets: its path in the folder)
+    labels: np.ndarray  # int8 [N, K]: 1, 0 or UNKNOWN, columns in label_names order
+    patients: np.ndarray  # [N]
     demographics: Demographics
+    label_names: tuple[str, ...]  # the dataset's label set
     capped_from: int | None = None  # the split's size before a --max_*_samples cap, when one applied
+    root: Path | None = None  # where the images are, for datasets whose names are paths (Metadata.root)
 
     def __len__(self) -> int:
         return len(self.names)
 
     def take(self, rows: np.ndarray) -> Split:
         d = self.demographics.take(rows)
-        return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows], d, self.capped_from)
+        return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows], d, self.label_names,
+                     self.capped_from, self.root)  # fmt: skip
 
     def rename(self, name: str) -> Split:
         return replace(self, name=name)
 
 
 def whole(meta: Metadata) -> Split:
-    return Split("all", meta.names, meta.labels, meta.patients, meta.demographics)
+    return Split("all", meta.names, meta.labels, meta.patients, meta.demographics, meta.label_names, root=meta.root)
 
 
 def select(meta: Metadata, names: list[str], split_name: str, list_path: Path) -> Split:
@@ -77,8 +80,11 @@ def cap(split: Split, max_samples: int | None, seed: int) -> Split:
     return replace(split.take(rows), capped_from=len(split))
 
 
-def check_disjoint(splits: dict[str, Split]) -> None:
-    """Refuse to train when an image or patient sits in two splits (leakage)."""
+NIH_FIX = "Use the official lists, or remove them to get a patient-wise split."
+
+
+def check_disjoint(splits: dict[str, Split], fix: str = NIH_FIX) -> None:
+    """Refuse to train when an image or patient sits in two splits (leakage); `fix` says what to do about it."""
     items = list(splits.items())
     for i, (name_a, a) in enumerate(items):
         for name_b, b in items[i + 1 :]:
@@ -86,7 +92,7 @@ def check_disjoint(splits: dict[str, Split]) -> None:
             if len(shared):
                 raise UserError(
                     f"{len(shared)} patient(s) are in both {name_a} and {name_b} (e.g. {shared[:5].tolist()}): "
-                    f"the split would leak. Use the official lists, or remove them to get a patient-wise split."
+                    f"the split would leak. {fix}"
                 )
 
 
@@ -105,19 +111,21 @@ def make_splits(
     `caps` = (max_train_samples, max_test_samples), applied after the patient-wise carving.
     """
     list_paths = {k: data_dir / v for k, v in LIST_FILES.items()}
-    if describe_lists(data_dir, seed) == "official":
+    if meta.split is not None:
+        return _own_split(meta, val_fraction, seed, caps)
+    if meta.root is None and describe_lists(data_dir, seed) == "official":
         train_val = select(meta, read_split_list(list_paths["train_val"]), "train_val", list_paths["train_val"])
         test = select(meta, read_split_list(list_paths["test"]), "test", list_paths["test"])
         log.info("split: official lists (%d train_val, %d test images)", len(train_val), len(test))
     else:
         train_val, test = split_by_patient(whole(meta), 0.2, seed)
+        where = f"{' / '.join(LIST_FILES.values())} not found in {data_dir}" if meta.root is None else \
+            "the dataset has no split of its own"  # fmt: skip
         log.warning(
-            "split: %s not found in %s; using a seeded patient-wise split (20%% of patients to test, seed %d). "
-            "Results are not comparable with the official split.",
-            " / ".join(LIST_FILES.values()),
-            data_dir,
-            seed,
-        )
+            "split: %s; using a seeded %s split (20%% of %s to test, seed %d). Results are not comparable with an "
+            "official split.", where, "image-wise" if meta.by_image else "patient-wise",
+            "images" if meta.by_image else "patients", seed,
+        )  # fmt: skip
     train, val = split_by_patient(train_val, val_fraction, seed)
     splits = {
         "train": cap(train, caps[0], seed).rename("train"),
@@ -125,4 +133,27 @@ def make_splits(
         "test": cap(test, caps[1], seed).rename("test"),
     }
     check_disjoint(splits)
+    return splits
+
+
+def _own_split(
+    meta: Metadata, val_fraction: float, seed: int, caps: tuple[int | None, int | None]
+) -> dict[str, Split]:
+    """train / val / test as the dataset says; validation carved from train by patient when it names none."""
+    every = whole(meta)
+    part = {name: every.take(np.flatnonzero(meta.split == name)) for name in ("train", "val", "test")}
+    if not len(part["test"]):
+        part["train"], part["test"] = split_by_patient(part["train"], 0.2, seed)
+        log.warning("split: the dataset names no test images; 20%% of its training patients go to test (seed %d)",
+                    seed)  # fmt: skip
+    if not len(part["val"]):
+        part["train"], part["val"] = split_by_patient(part["train"], val_fraction, seed)
+    log.info("split: the dataset's own (%d train, %d val, %d test images)", *(len(part[k]) for k in part))
+    splits = {
+        "train": cap(part["train"], caps[0], seed).rename("train"),
+        "val": part["val"].rename("val"),
+        "test": cap(part["test"], caps[1], seed).rename("test"),
+    }
+    check_disjoint(splits, f"The split comes from {meta.source}: its files come from different releases, or "
+                           f"were edited; put each patient's films in one split.")  # fmt: skip
     return splits

@@ -9,6 +9,8 @@ mass" (model score max(p_Nodule, p_Mass), NLP label Nodule OR Mass).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ import pandas as pd
 
 from cxr14.errors import UserError
 from cxr14.judging.bootstrap import FindingAuroc, patient_bootstrap
-from cxr14.labels import LABELS
 
 GOOGLE_FINDINGS = ("Fracture", "Pneumothorax", "Airspace opacity", "Nodule or mass")
 GOOGLE_FILE = "google2019_nih-chest-xray-labels.csv"  # also read gzipped (.csv.gz)
@@ -45,6 +46,9 @@ def read_google_labels(path: Path) -> pd.DataFrame:
     for column in GOOGLE_FINDINGS:
         out[column] = (values[column] == "YES").astype(np.uint8)
     return out.set_index("Image Index")
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ def score_adjudicated(
     names: Any,
     probs: Any,
     nlp_targets: Any,
+    label_names: Sequence[str],
     google: pd.DataFrame,
     n_resamples: int = 2000,
     seed: int = 0,
@@ -86,9 +91,13 @@ def score_adjudicated(
 ) -> AdjudicatedResult | None:
     """Score the images among Google's test set (`Set Id` = test); None when none of them was scored.
 
-    `names` [N] image names, `probs` [N, 14] and `nlp_targets` [N, 14] in LABELS order; patients come
-    from Google's table. Both scorings use the same seed, hence the same patient resamples.
+    `names` [N] image names, `probs` [N, K] and `nlp_targets` [N, K] in `label_names` order; patients come
+    from Google's table. Both scorings use the same seed, hence the same patient resamples. Google read NIH's
+    films for NIH's findings: a model without Pneumothorax, Nodule and Mass among its labels is not scored here.
     """
+    if not all(n in label_names for nih in MATCHED.values() for n in nih):
+        log.info("radiologists' reads: not scored, the model's labels are not NIH's (%s)", ", ".join(label_names))
+        return None
     names = np.asarray(names, dtype=str)
     test = google[google["Set Id"].astype(str).str.strip() == "test"]
     rows = np.flatnonzero(np.isin(names, test.index.to_numpy(dtype=str)))
@@ -96,7 +105,7 @@ def score_adjudicated(
         return None
     reads = test.loc[names[rows]]
     p, nlp = np.asarray(probs, dtype=np.float64)[rows], np.asarray(nlp_targets)[rows]
-    cols = {f: [LABELS.index(n) for n in nih] for f, nih in MATCHED.items()}
+    cols = {f: [list(label_names).index(n) for n in nih] for f, nih in MATCHED.items()}
     scores = np.stack([p[:, c].max(axis=1) for c in cols.values()], axis=1)
     nlp_labels = np.stack([nlp[:, c].max(axis=1) for c in cols.values()], axis=1)
     google_labels = reads[list(MATCHED)].to_numpy()

@@ -27,7 +27,6 @@ import numpy as np
 from scipy import sparse
 
 from cxr14.judging.metrics import as_arrays, auprc_columns, auroc_columns, defined_findings, mean_defined, optional
-from cxr14.labels import LABELS
 
 #: Memory for one chunk of resamples (weights and per-finding work arrays); 2,000 resamples of the
 #: official test split fit in a few chunks of this size.
@@ -42,8 +41,9 @@ class FindingAuroc:
     ci_low: float | None
     ci_high: float | None
     auprc: float | None
-    prevalence: float
+    prevalence: float  # among the known labels
     n_pos: int
+    n_unknown: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,9 +147,10 @@ def resampled_aurocs(
     if n_resamples < 1:
         raise ValueError("n_resamples must be at least 1")
     columns = np.flatnonzero(defined_findings(t))
-    ops = {j: _rank_operators(t[:, j], s[:, j], codes, n_patients) for j in columns}
-    pos = np.stack([np.bincount(codes, weights=t[:, j], minlength=n_patients) for j in range(t.shape[1])])
-    neg = np.bincount(codes, minlength=n_patients)[None, :] - pos
+    known = t >= 0  # an UNKNOWN label is left out of its finding: each finding ranks its known images only
+    ops = {j: _rank_operators(t[known[:, j], j], s[known[:, j], j], codes[known[:, j]], n_patients) for j in columns}
+    pos = np.stack([np.bincount(codes, weights=t[:, j] == 1, minlength=n_patients) for j in range(t.shape[1])])
+    neg = np.stack([np.bincount(codes, weights=t[:, j] == 0, minlength=n_patients) for j in range(t.shape[1])])
     widest = max((h.shape[0] for h, _ in ops.values()), default=0)
     chunk = max(1, int(chunk_bytes // (8 * (n_patients + 3 * widest))))
     children = np.random.SeedSequence(seed).spawn(n_resamples)
@@ -203,7 +204,7 @@ def patient_bootstrap(
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    names: tuple[str, ...] = LABELS,
+    names: Sequence[str] = (),
     min_positives: int = 1,
 ) -> BootstrapResult:
     """Point estimates (scikit-learn's) and patient-bootstrap percentile intervals, per finding and for the mean.
@@ -215,7 +216,7 @@ def patient_bootstrap(
         raise ValueError(f"level must be between 0 and 1, got {level}")
     t, s = as_arrays(targets, scores)
     if t.shape[1] != len(names):
-        raise ValueError(f"{t.shape[1]} columns but {len(names)} names")
+        raise ValueError(f"{t.shape[1]} columns but {len(names)} names (pass the label set's names)")
     points = auroc_columns(t, s, min_positives)
     auprc = auprc_columns(t, s, min_positives)
     samples = resampled_aurocs(t, s, patients, n_resamples, seed)
@@ -223,9 +224,12 @@ def patient_bootstrap(
     per_class = {}
     for j, name in enumerate(names):
         low, high = percentile_interval(samples[:, j], level) if not np.isnan(points[j]) else (None, None)
+        known = t[:, j] >= 0
+        prevalence = float((t[known, j] == 1).mean()) if known.any() else 0.0
         per_class[name] = FindingAuroc(
-            optional(points[j]), low, high, optional(auprc[j]), float(t[:, j].mean()), int(t[:, j].sum())
-        )
+            optional(points[j]), low, high, optional(auprc[j]), prevalence, int((t[:, j] == 1).sum()),
+            int((~known).sum()),
+        )  # fmt: skip
     mean_low, mean_high = percentile_interval(resample_means(samples), level)
     return BootstrapResult(
         per_class=per_class,

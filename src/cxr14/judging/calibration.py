@@ -11,14 +11,14 @@ ECE = sum over bins of (images in bin / images) * |mean predicted - observed fre
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy.optimize import minimize_scalar
 
-from cxr14.judging.metrics import as_arrays, defined_findings
-from cxr14.labels import LABELS
+from cxr14.judging.metrics import as_arrays, defined_findings, optional
 
 #: The temperature search range: wide enough for any trained network, bounded so a degenerate
 #: finding (all logits equal) cannot run off to zero or infinity.
@@ -39,7 +39,8 @@ def fit_temperature(targets: Any, logits: Any, bounds: tuple[float, float] = TEM
     out = np.ones(t.shape[1])
     log_bounds = (float(np.log(bounds[0])), float(np.log(bounds[1])))
     for j in np.flatnonzero(defined_findings(t)):
-        y, x = t[:, j].astype(np.float64), z[:, j]
+        keep = t[:, j] >= 0  # the known labels only
+        y, x = t[keep, j].astype(np.float64), z[keep, j]
         best = minimize_scalar(
             lambda u, x=x, y=y: _bce(x * np.exp(-u), y), bounds=log_bounds, method="bounded", options={"xatol": 1e-6}
         )
@@ -61,11 +62,12 @@ class Reliability:
     def ece(self) -> np.ndarray:
         """[K] expected calibration error, bins weighted by their share of the images."""
         gap = np.where(self.count > 0, np.abs(np.nan_to_num(self.mean_predicted - self.observed)), 0.0)
-        return (gap * self.count).sum(axis=1) / self.count.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):  # a finding with no known label: NaN
+            return (gap * self.count).sum(axis=1) / self.count.sum(axis=1)
 
     def to_json(self) -> dict[str, Any]:
         """ECE per finding, for the per-finding table."""
-        return {"per_class": {name: {"ece": float(e)} for name, e in zip(self.names, self.ece, strict=True)}}
+        return {"per_class": {name: {"ece": optional(e)} for name, e in zip(self.names, self.ece, strict=True)}}
 
     def bins_json(self) -> dict[str, Any]:
         """The reliability diagram's data: edges, and per finding the three per-bin lists (None for empty bins)."""
@@ -86,8 +88,8 @@ class Reliability:
         }
 
 
-def reliability_bins(targets: Any, probs: Any, n_bins: int = 10, names: tuple[str, ...] = LABELS) -> Reliability:
-    """Equal-width reliability bins of each finding's probabilities against its 0/1 targets."""
+def reliability_bins(targets: Any, probs: Any, names: Sequence[str], n_bins: int = 10) -> Reliability:
+    """Equal-width reliability bins of each finding's probabilities against its known 0/1 targets."""
     t, p = as_arrays(targets, probs)
     if p.min() < 0.0 or p.max() > 1.0:
         raise ValueError("probabilities must lie in [0, 1] (were logits passed? use apply_temperature first)")
@@ -97,13 +99,14 @@ def reliability_bins(targets: Any, probs: Any, n_bins: int = 10, names: tuple[st
     bins = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, n_bins - 1)  # p = 1 joins the last bin
     flat = (bins + n_bins * np.arange(t.shape[1])).ravel()  # one bincount for every finding at once
     size = n_bins * t.shape[1]
-    count = np.bincount(flat, minlength=size).reshape(-1, n_bins)
-    sum_p = np.bincount(flat, weights=p.ravel(), minlength=size).reshape(-1, n_bins)
-    sum_y = np.bincount(flat, weights=t.ravel().astype(np.float64), minlength=size).reshape(-1, n_bins)
+    known = (t >= 0).ravel().astype(np.float64)  # an UNKNOWN label counts in no bin
+    count = np.bincount(flat, weights=known, minlength=size).reshape(-1, n_bins).astype(np.int64)
+    sum_p = np.bincount(flat, weights=p.ravel() * known, minlength=size).reshape(-1, n_bins)
+    sum_y = np.bincount(flat, weights=(t.ravel() == 1) * known, minlength=size).reshape(-1, n_bins)
     with np.errstate(invalid="ignore"):
         return Reliability(tuple(names), edges, sum_p / count, sum_y / count, count)
 
 
 def expected_calibration_error(targets: Any, probs: Any, n_bins: int = 10) -> np.ndarray:
     """[K] ECE per finding (equal-width bins, weighted by bin counts); see the module docstring."""
-    return reliability_bins(targets, probs, n_bins, names=tuple(str(k) for k in range(np.shape(targets)[1]))).ece
+    return reliability_bins(targets, probs, tuple(str(k) for k in range(np.shape(targets)[1])), n_bins).ece

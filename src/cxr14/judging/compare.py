@@ -53,7 +53,7 @@ class Scored:
     images: np.ndarray  # str [N]
     patients: np.ndarray  # [N]
     labels: tuple[str, ...]
-    targets: np.ndarray  # uint8 [N, K]
+    targets: np.ndarray  # int8 [N, K]: 1, 0 or UNKNOWN
     probs: np.ndarray  # float64 [N, K]
     checkpoint: Path | None = None  # what can be scored again when reused predictions do not fit
 
@@ -91,7 +91,7 @@ def read_predictions(path: Path, name: str, split: str) -> Scored:
         checkpoint = Path(card["checkpoint"]) if card.get("checkpoint") else None
     return Scored(
         name, f"{split} predictions reused from {path}", frame["image"].to_numpy(dtype=str),
-        frame["patient"].to_numpy(), labels, frame[[f"true_{k}" for k in labels]].to_numpy(dtype=np.uint8),
+        frame["patient"].to_numpy(), labels, frame[[f"true_{k}" for k in labels]].to_numpy(dtype=np.int8),
         frame[list(labels)].to_numpy(dtype=np.float64), checkpoint if checkpoint and checkpoint.exists() else None,
     )  # fmt: skip
 
@@ -113,7 +113,7 @@ def score_on_data(spec: Path, name: str, cfg: CompareConfig) -> Scored:
     logits = pred.logits
     labels = tuple(model.card["labels"])
     return Scored(name, f"scored on the {cfg.split} split of {cfg.data_dir}", split.names, split.patients, labels,
-                  split.labels.astype(np.uint8), model.probabilities(logits).astype(np.float64), spec)  # fmt: skip
+                  split.labels.astype(np.int8), model.probabilities(logits).astype(np.float64), spec)  # fmt: skip
 
 
 def gather(cfg: CompareConfig) -> list[Scored]:

@@ -30,20 +30,20 @@ from cxr14.files import write_text
 from cxr14.judging.adjudicated import GOOGLE_FILE, read_google_labels, score_adjudicated
 from cxr14.judging.bootstrap import format_intervals, patient_bootstrap
 from cxr14.judging.calibration import expected_calibration_error, reliability_bins
+from cxr14.judging.mapping import align
 from cxr14.judging.metrics import auroc_columns, mean_defined, merge_json, optional
 from cxr14.judging.report import write_report
 from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.judging.thresholds import choose_on_validation, operating_point
-from cxr14.labels import LABELS
 from cxr14.model.decision import ValidationChoice, apply_temperature
 from cxr14.model.ensemble import write_manifest
 from cxr14.model.inference import Predictions, predict
 from cxr14.model.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
-PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "threshold", "sensitivity",
-                    "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
+PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "n_unknown", "threshold",
+                    "sensitivity", "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,7 +73,12 @@ def sample_note(split: Split) -> dict[str, Any] | None:
 
 def data_record(cfg: TrainConfig) -> dict[str, Any]:
     """Where the scored images came from, for metrics.json and the report's model card."""
-    return {"data_dir": str(cfg.data_dir), "lists": describe_lists(cfg.data_dir, cfg.seed)}
+    if cfg.dataset == "nih":
+        lists = describe_lists(cfg.data_dir, cfg.seed)
+    else:
+        lists = f"{cfg.dataset}'s own split where it has one, else a seeded patient-wise split (seed {cfg.seed})"
+    where = cfg.csv if cfg.dataset == "csv" else cfg.data_dir
+    return {"dataset": cfg.dataset, "data_dir": str(where), "lists": lists}
 
 
 def score(
@@ -89,19 +94,21 @@ def score(
 
     `ood`: the gate's ood_score per image, when the model has a gate (metrics["ood"]: the share flagged and the
     AUROCs without the flagged films)."""
-    targets = split.labels
+    targets, names = split.labels, split.label_names
     temperature = calibration.temperature if calibration is not None else None
     probs = apply_temperature(logits, temperature)
-    boot = patient_bootstrap(targets, probs, split.patients, scoring.n_resamples, scoring.seed, scoring.level)
-    thresholds = calibration.thresholds if calibration is not None else np.full(len(LABELS), np.nan)
-    points = operating_point(targets, probs, thresholds)
-    reliability = reliability_bins(targets, probs, scoring.n_bins)
+    boot = patient_bootstrap(targets, probs, split.patients, scoring.n_resamples, scoring.seed, scoring.level, names)
+    thresholds = calibration.thresholds if calibration is not None else np.full(len(names), np.nan)
+    points = operating_point(targets, probs, thresholds, names)
+    reliability = reliability_bins(targets, probs, names, scoring.n_bins)
     d = split.demographics
     groups = demographic_groups(d.sex, d.age, d.view)
-    subgroups = subgroup_aurocs(targets, probs, split.patients, groups, scoring.n_resamples, scoring.seed)
-    adjudicated = score_adjudicated(split.names, probs, targets, google, scoring.n_resamples, scoring.seed) \
+    subgroups = subgroup_aurocs(targets, probs, split.patients, groups, scoring.n_resamples, scoring.seed,
+                                names=names)  # fmt: skip
+    adjudicated = score_adjudicated(split.names, probs, targets, names, google, scoring.n_resamples, scoring.seed) \
         if google is not None else None  # fmt: skip
     metrics = merge_json(boot.to_json(), points.to_json(), reliability.to_json(), {"split": split.name})
+    metrics["labels"] = list(names)
     metrics["calibration"] = {
         "temperature": None if temperature is None else [float(t) for t in temperature],
         "ece_before_temperature": None if temperature is None
@@ -112,7 +119,7 @@ def score(
         if calibration else None  # fmt: skip
     metrics["subgroups"] = subgroups.to_json()
     metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
-    metrics["ood"] = ood_record(targets, probs, ood)
+    metrics["ood"] = ood_record(targets, probs, ood, names)
     metrics["sample"] = sample_note(split)
     metrics["data"] = data
     metrics["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
@@ -123,7 +130,9 @@ def score(
     return metrics
 
 
-def ood_record(targets: np.ndarray, probs: np.ndarray, ood: np.ndarray | None) -> dict[str, Any] | None:
+def ood_record(
+    targets: np.ndarray, probs: np.ndarray, ood: np.ndarray | None, names: tuple[str, ...]
+) -> dict[str, Any] | None:
     """How much of the split the gate flags as unlike the training films, and the AUROCs without those films."""
     if ood is None:
         return None
@@ -136,7 +145,7 @@ def ood_record(targets: np.ndarray, probs: np.ndarray, ood: np.ndarray | None) -
         "threshold": "ood_score > 1 (the 99th percentile of the validation films' distance)",
         "mean_auroc_all": mean_defined(auroc_columns(targets, probs)),
         "mean_auroc_unflagged": mean_defined(per_class),
-        "per_class_unflagged": {name: optional(v) for name, v in zip(LABELS, per_class, strict=True)},
+        "per_class_unflagged": {name: optional(v) for name, v in zip(names, per_class, strict=True)},
         "ood_score_quantiles": {f"q{q}": float(np.quantile(ood, q / 100)) for q in (50, 90, 99)},
     }
     if flagged.any():
@@ -163,13 +172,14 @@ def write_outputs(out: Path, metrics: dict[str, Any], split: Split, probs: np.nd
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["finding", *PER_CLASS_FIELDS])
-    for name in LABELS:
+    for name in split.label_names:
         row = metrics["per_class"][name]
         writer.writerow([name, *(_cell(row.get(k)) for k in PER_CLASS_FIELDS)])
     write_text(out / "per_class.csv", buf.getvalue())
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["image", "patient", *LABELS, *(f"true_{name}" for name in LABELS)])
+    labels = split.label_names
+    writer.writerow(["image", "patient", *labels, *(f"true_{name}" for name in labels)])
     for name, patient, p, t in zip(split.names, split.patients, probs, split.labels, strict=True):
         writer.writerow([name, int(patient), *(repr(float(v)) for v in p), *(int(v) for v in t)])
     write_text(out / f"{split.name}_predictions.csv", buf.getvalue())
@@ -183,17 +193,28 @@ def _cell(value: Any) -> str:
 
 
 def data_config_for(cfg: EvaluateConfig | CompareConfig | FitGateConfig, state_config: dict[str, Any]) -> TrainConfig:
-    """The training run's data settings (split fraction, seed, size) with this command's folder and options."""
+    """The training run's data settings (dataset, split fraction, seed, size) with this command's folder and
+    options; a --dataset other than the run's reads that dataset whole (its own labels, unless --labels)."""
+    own = state_config.get("dataset", "nih")
+    dataset = getattr(cfg, "dataset", None) or own
+    keep = {k: state_config.get(k) for k in ("labels", "uncertain", "views", "readers", "labeler") if k in state_config}
+    if dataset != own:
+        keep.pop("labels", None)
+    given = {k: getattr(cfg, k, None) for k in ("labels", "uncertain", "views", "readers", "labeler")}
+    csv = cfg.csv or (Path(state_config["csv"]) if dataset == own and state_config.get("csv") else None)
     return TrainConfig.from_json(
         state_config,
+        dataset=dataset,
         data_dir=cfg.data_dir,
-        csv=cfg.csv,
+        csv=csv,
         cache_dir=cfg.cache_dir,
         max_test_samples=getattr(cfg, "max_samples", 0) if getattr(cfg, "split", "test") == "test" else 0,
         on_bad_image=cfg.on_bad_image,
         batch_size=max(1, cfg.batch_size // 2),  # the loader doubles it for evaluation
         num_workers=cfg.num_workers,
         progress=cfg.progress,
+        init=None,
+        **{**keep, **{k: v for k, v in given.items() if v is not None}},
     )
 
 
@@ -222,15 +243,23 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         log.warning("--max_samples applies to the test split only; scoring the whole validation split")
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
     split, pred = predict_split(model, data.dataset, data.split, train_cfg)
-    logits = pred.logits
-    google = find_google_labels(cfg.data_dir) if cfg.split == "test" else None
+    split, logits, calibration, alignment = align(model.labels, split, pred.logits, model.calibration,
+                                                  cfg.approximate)  # fmt: skip
+    if not alignment.identity:
+        log.info("scoring %d of the data's labels with the model's findings: %s%s", len(alignment.pairs),
+                 "; ".join(f"{d} <- {'/'.join(m)}{' (approximate)' * (k == 'approximate')}" for d, m, k in
+                           alignment.pairs), f"; left out: {', '.join(alignment.left_out)}" if alignment.left_out
+                 else "")  # fmt: skip
+    google = find_google_labels(cfg.data_dir) if cfg.split == "test" and train_cfg.dataset == "nih" else None
     scoring = Scoring(cfg.n_resamples, cfg.seed)
-    metrics = score(split, logits, model.calibration, scoring, data_record(train_cfg), google, pred.ood)
+    metrics = score(split, logits, calibration, scoring, data_record(train_cfg), google, pred.ood)
+    metrics["label_map"] = alignment.to_json()
     if cfg.bbox:
         from cxr14.judging.evaluate_boxes import localise
 
         metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out)
-    write_outputs(out, metrics, split, model.probabilities(logits), model.card)
+    probs = apply_temperature(logits, calibration.temperature if calibration is not None else None)
+    write_outputs(out, metrics, split, probs, model.card)
     if model.members and model.calibration is not None:
         members = [Path(m.card["checkpoint"]) for m in model.members]
         manifest = write_manifest(out, members, model.calibration, model.card["thresholds_chosen_on"])

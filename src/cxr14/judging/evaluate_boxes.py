@@ -22,7 +22,6 @@ from cxr14.data.metadata import find_in
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.judging.localisation import image_size, read_boxes, score_boxes, summarize
-from cxr14.labels import LABELS
 from cxr14.model import cam
 from cxr14.model.loading import LoadedModel
 
@@ -66,9 +65,13 @@ def localise(model: LoadedModel, data: SplitData, scored: np.ndarray, data_dir: 
             f"None of the images in {BBOX_NAME} is in the scored {data.split.name} split; NIH's boxes are on test "
             f"images (use --split test, and the whole split: no --max_samples)."
         )
+    labels = list(model.card["labels"])
+    boxes = boxes[boxes["finding"].isin(labels)].reset_index(drop=True)
+    if boxes.empty:
+        raise UserError(f"None of the findings NIH boxed is among this model's labels ({', '.join(labels)}).")
     files = index_images(data_dir)
     rows = [row_of[name] for name in boxes["image"]]
-    findings = [LABELS.index(f) for f in boxes["finding"]]
+    findings = [labels.index(f) for f in boxes["finding"]]
     log.info("heatmaps for %d boxes on %d images", len(boxes), boxes["image"].nunique())
     maps = heatmaps_for(model, data, rows, findings)
     scores = score_boxes(boxes, maps, [image_size(files[name]) for name in boxes["image"]], THRESHOLD)

@@ -24,7 +24,7 @@ from PIL import Image
 
 from cxr14.data.bbox import BBOX_HEADER, BOXED, FILE_SPELLING
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 _FROM_FILE = {v: k for k, v in FILE_SPELLING.items()}
 COLUMNS = ("image", "finding", "x", "y", "w", "h")
@@ -33,7 +33,7 @@ Box = tuple[float, float, float, float]  # x, y, w, h: left, top, width, height 
 
 
 def read_boxes(path: Path) -> pd.DataFrame:
-    """NIH's box list (or its .gz) -> DataFrame[image, finding, x, y, w, h], findings spelt as in LABELS.
+    """NIH's box list (or its .gz) -> DataFrame[image, finding, x, y, w, h], findings spelt as in NIH_LABELS.
 
     A file that is not NIH's box list, or names a finding NIH did not box, is a UserError that says so.
     """
@@ -142,7 +142,7 @@ def summarize(scores: pd.DataFrame) -> pd.DataFrame:
     Columns: n_boxes, hit_rate, mean_iou, chance (the mean chance rate), hit_over_chance. The 'mean' row
     averages over findings (each finding counts once, as NIH's 8 are unevenly boxed), not over boxes.
     """
-    order = [f for f in LABELS if f in set(scores["finding"])]
+    order = [f for f in NIH_LABELS if f in set(scores["finding"])]  # NIH's boxes, in NIH's order
     table = (
         scores.groupby("finding")
         .agg(n_boxes=("hit", "size"), hit_rate=("hit", "mean"), mean_iou=("iou", "mean"), chance=("chance", "mean"))

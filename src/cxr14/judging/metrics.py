@@ -12,6 +12,7 @@ thresholds in thresholds.py, calibration in calibration.py.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,22 +20,23 @@ import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+from cxr14.labels import UNKNOWN
 
 log = logging.getLogger(__name__)
 
 
 def as_arrays(targets: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Checked copies: 0/1 targets as uint8 [N, K] and finite scores as float64 [N, K].
+    """Checked copies: targets as int8 [N, K] (1, 0 or UNKNOWN) and finite scores as float64 [N, K].
 
     Every function of the stats modules takes (targets, scores) in that order, as scikit-learn does;
-    targets that are not 0/1 usually mean the two were swapped, and the error says so.
+    targets that are not 1/0/UNKNOWN usually mean the two were swapped, and the error says so. An UNKNOWN label
+    counts nowhere: each finding is scored on the images whose label for it is known.
     """
     t, s = np.asarray(targets), np.asarray(scores, dtype=np.float64)
     if t.ndim != 2 or t.shape != s.shape or len(t) == 0:
         raise ValueError(f"targets {t.shape} and scores {s.shape} must be the same non-empty [N, K] shape")
-    if not np.isin(t, (0, 1)).all():
-        raise ValueError("targets must be 0/1 (were targets and scores passed the other way round?)")
+    if not np.isin(t, (0, 1, UNKNOWN)).all():
+        raise ValueError("targets must be 1, 0 or -1 (were targets and scores passed the other way round?)")
     bad = ~np.isfinite(s)
     if bad.any():
         column = int(np.flatnonzero(bad.any(axis=0))[0])
@@ -43,27 +45,35 @@ def as_arrays(targets: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
             "are not finite, usually because training diverged or the checkpoint was saved after the loss became "
             "NaN. Score an earlier checkpoint, or retrain with a lower learning rate."
         )
-    return t.astype(np.uint8), s
+    return t.astype(np.int8), s
 
 
 def defined_findings(targets: np.ndarray, min_positives: int = 1) -> np.ndarray:
-    """[K] bool: a finding is scored when it has at least `min_positives` positives and as many negatives."""
-    n_pos = targets.sum(axis=0)
-    return (n_pos >= max(min_positives, 1)) & (len(targets) - n_pos >= max(min_positives, 1))
+    """[K] bool: a finding is scored when it has at least `min_positives` positives and as many negatives
+    among the images whose label is known."""
+    n_pos, n_neg = (targets == 1).sum(axis=0), (targets == 0).sum(axis=0)
+    return (n_pos >= max(min_positives, 1)) & (n_neg >= max(min_positives, 1))
 
 
 def auroc_columns(targets: Any, scores: Any, min_positives: int = 1) -> np.ndarray:
-    """[K] AUROC of each column (scikit-learn's, ties counted half); NaN where undefined."""
+    """[K] AUROC of each column (scikit-learn's, ties counted half) on its known labels; NaN where undefined."""
     t, s = as_arrays(targets, scores)
     ok = defined_findings(t, min_positives)
-    return np.array([roc_auc_score(t[:, j], s[:, j]) if ok[j] else np.nan for j in range(t.shape[1])])
+    return np.array([_on_known(roc_auc_score, t[:, j], s[:, j]) if ok[j] else np.nan for j in range(t.shape[1])])
+
+
+def _on_known(metric: Any, t: np.ndarray, s: np.ndarray) -> float:
+    keep = t >= 0
+    return float(metric(t[keep], s[keep]))
 
 
 def auprc_columns(targets: Any, scores: Any, min_positives: int = 1) -> np.ndarray:
     """[K] average precision of each column (scikit-learn's); NaN where AUROC is undefined too."""
     t, s = as_arrays(targets, scores)
     ok = defined_findings(t, min_positives)
-    return np.array([average_precision_score(t[:, j], s[:, j]) if ok[j] else np.nan for j in range(t.shape[1])])
+    return np.array(
+        [_on_known(average_precision_score, t[:, j], s[:, j]) if ok[j] else np.nan for j in range(t.shape[1])]
+    )
 
 
 def mean_defined(values: np.ndarray) -> float | None:
@@ -130,16 +140,19 @@ class AurocResult:
         }
 
 
-def auroc(targets: Any, scores: Any) -> AurocResult:
-    """AUROC of each column of `scores` [N, 14] against 0/1 `targets` [N, 14] (numpy or CPU tensors)."""
+def auroc(targets: Any, scores: Any, names: Sequence[str]) -> AurocResult:
+    """AUROC of each column of `scores` [N, K] against `targets` [N, K] (1/0/UNKNOWN; numpy or CPU tensors),
+    each finding on its known labels; `names` are the K findings."""
     t, s = as_arrays(targets, scores)
+    if len(names) != t.shape[1]:
+        raise ValueError(f"{len(names)} names for {t.shape[1]} columns")
     values = auroc_columns(t, s)
-    per_class = {name: optional(v) for name, v in zip(LABELS, values, strict=True)}
-    n_pos = {name: int(n) for name, n in zip(LABELS, t.sum(axis=0), strict=True)}
+    per_class = {name: optional(v) for name, v in zip(names, values, strict=True)}
+    n_pos = {name: int(n) for name, n in zip(names, (t == 1).sum(axis=0), strict=True)}
     undefined = [k for k, v in per_class.items() if v is None]
     if undefined:
         log.warning(
-            "AUROC undefined (only one class present in %d images) for: %s; left out of the mean",
+            "AUROC undefined (only one class among the known labels of %d images) for: %s; left out of the mean",
             len(t),
             ", ".join(undefined),
         )

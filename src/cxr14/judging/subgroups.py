@@ -8,6 +8,7 @@ whose follow-ups fall in two age bands or views is counted in both.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,6 @@ import numpy as np
 
 from cxr14.judging.bootstrap import BootstrapResult, patient_bootstrap
 from cxr14.judging.metrics import as_arrays
-from cxr14.labels import LABELS
 
 #: (name, lowest age, first age above the band); ages above MAX_AGE are data errors, not a band.
 AGE_BANDS: tuple[tuple[str, int, int], ...] = (
@@ -88,7 +88,7 @@ def subgroup_aurocs(
     n_resamples: int = 2000,
     seed: int = 0,
     level: float = 0.95,
-    names: tuple[str, ...] = LABELS,
+    names: Sequence[str] = (),
     min_positives: int = MIN_POSITIVES,
 ) -> SubgroupResult:
     """patient_bootstrap on each group's images (same seed for each); empty groups are left out.

@@ -8,6 +8,7 @@ here takes test data and returns a threshold, so "never chosen on test" holds by
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,7 +17,6 @@ from sklearn.metrics import roc_curve
 
 from cxr14.judging.calibration import fit_temperature
 from cxr14.judging.metrics import as_arrays, defined_findings
-from cxr14.labels import LABELS
 from cxr14.model.decision import ValidationChoice, apply_temperature, decide
 
 
@@ -30,7 +30,8 @@ def youden_thresholds(targets: Any, probs: Any) -> np.ndarray:
     t, p = as_arrays(targets, probs)
     out = np.full(t.shape[1], np.nan)
     for j in np.flatnonzero(defined_findings(t)):
-        fpr, tpr, cut = roc_curve(t[:, j], p[:, j], drop_intermediate=False)
+        keep = t[:, j] >= 0  # the known labels only
+        fpr, tpr, cut = roc_curve(t[keep, j], p[keep, j], drop_intermediate=False)
         j_stat = (tpr - fpr)[1:]  # cut[0] is +inf: "call nothing positive", not a usable threshold
         out[j] = cut[1:][int(np.argmax(j_stat))]
     return out
@@ -70,8 +71,9 @@ class OperatingPoints:
         return {"per_class": {name: row.to_json() for name, row in self.per_class.items()}}
 
 
-def operating_point(targets: Any, probs: Any, thresholds: Any, names: tuple[str, ...] = LABELS) -> OperatingPoints:
-    """Sensitivity, specificity, PPV, NPV, F1 and TP/FP/TN/FN per finding at given thresholds.
+def operating_point(targets: Any, probs: Any, thresholds: Any, names: Sequence[str]) -> OperatingPoints:
+    """Sensitivity, specificity, PPV, NPV, F1 and TP/FP/TN/FN per finding at given thresholds, on the images
+    whose label for the finding is known.
 
     A finding without a threshold (NaN) has no operating point: every field is None.
     """
@@ -79,16 +81,17 @@ def operating_point(targets: Any, probs: Any, thresholds: Any, names: tuple[str,
     th = np.asarray(thresholds, dtype=np.float64)
     if th.shape != (t.shape[1],) or len(names) != t.shape[1]:
         raise ValueError(f"{th.shape} thresholds and {len(names)} names for {t.shape[1]} findings")
-    called, actual = decide(p, th), t.astype(bool)
+    called, actual = decide(p, th), t == 1
     per_class = {}
     for j, name in enumerate(names):
         if np.isnan(th[j]):
             per_class[name] = FindingOperatingPoint(*([None] * 10))
             continue
-        tp = int((called[:, j] & actual[:, j]).sum())
-        fp = int((called[:, j] & ~actual[:, j]).sum())
-        fn = int((~called[:, j] & actual[:, j]).sum())
-        tn = len(t) - tp - fp - fn
+        known = t[:, j] >= 0
+        tp = int((called[:, j] & actual[:, j] & known).sum())
+        fp = int((called[:, j] & ~actual[:, j] & known).sum())
+        fn = int((~called[:, j] & actual[:, j] & known).sum())
+        tn = int(known.sum()) - tp - fp - fn
         per_class[name] = FindingOperatingPoint(
             float(th[j]), tp, fp, tn, fn, _ratio(tp, tp + fn), _ratio(tn, tn + fp), _ratio(tp, tp + fp),
             _ratio(tn, tn + fn), _ratio(2 * tp, 2 * tp + fp + fn),

@@ -8,6 +8,7 @@ What resuming adds (random states, history) and checks is `training.resume`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -16,20 +17,21 @@ import torch
 
 from cxr14.errors import UserError
 from cxr14.files import atomic_path
-from cxr14.labels import LABELS
 from cxr14.model.create import DataConfig, build
 from cxr14.model.device import unwrap
 
 FORMAT_VERSION = 1
 
 
-def make_state(model: torch.nn.Module, model_name: str, data: DataConfig, **extra: Any) -> dict[str, Any]:
-    """The dict that goes to disk; `extra` carries optimizer/scheduler/epoch/config/..."""
+def make_state(
+    model: torch.nn.Module, model_name: str, data: DataConfig, labels: Sequence[str], **extra: Any
+) -> dict[str, Any]:
+    """The dict that goes to disk: the label set in the head's order; `extra` carries optimizer/epoch/config/..."""
     return {
         "format_version": FORMAT_VERSION,
         "model": unwrap(model).state_dict(),
         "model_name": model_name,
-        "labels": list(LABELS),
+        "labels": list(labels),
         "data_config": asdict(data),
         **extra,
     }
@@ -57,10 +59,12 @@ def load(path: Path) -> dict[str, Any]:
             f"{path} is not a cxr14 checkpoint (format {FORMAT_VERSION}): pass the best_model.pth of a cxr14 "
             f"training run, or what `cxr14 export` wrote (model.onnx, or the hf folder)."
         )
-    if state.get("labels") != list(LABELS):
+    labels = state.get("labels")
+    if not isinstance(labels, list) or not labels or not all(isinstance(n, str) and n for n in labels) \
+            or len(set(labels)) != len(labels):  # fmt: skip
         raise UserError(
-            f"{path} was trained with another label order ({state.get('labels')}); cxr14's is {list(LABELS)}, and "
-            f"reading its outputs in the wrong order would swap findings."
+            f"{path} does not say which finding each output is (its 'labels' are {labels!r}); without them its "
+            f"outputs cannot be read. Pass a checkpoint written by cxr14 train."
         )
     return state
 

@@ -1,4 +1,4 @@
-"""create_model(): any timm architecture at any accepted image size, 1-channel input, a 14-way head.
+"""create_model(): any timm architecture at any accepted image size, 1-channel input, a head for the label set.
 
 Architectures whose pretrained config has `fixed_input_size` (ViT, Swin, ...) get `img_size` at
 construction, the rule timm's own builder uses; the others (ConvNeXt, EfficientNet, ...) take any size
@@ -28,7 +28,6 @@ from torch.overrides import TorchFunctionMode
 
 from cxr14.data.net import reachable as hub_reachable
 from cxr14.errors import UserError
-from cxr14.labels import NUM_CLASSES
 
 log = logging.getLogger(__name__)
 HUB_HOST = "huggingface.co"
@@ -44,9 +43,7 @@ class DataConfig:
     std: tuple[float, ...]
 
 
-def build(
-    name: str, in_chans: int = 1, num_classes: int = NUM_CLASSES, image_size: int | None = None
-) -> torch.nn.Module:
+def build(name: str, in_chans: int, num_classes: int, image_size: int | None = None) -> torch.nn.Module:
     """A randomly initialised timm model for `image_size` px input, or a UserError if timm does not know `name`."""
     return timm.create_model(name, pretrained=False, **_model_kwargs(name, in_chans, num_classes, image_size))
 
@@ -134,9 +131,10 @@ class _NoValuesOnMeta(TorchFunctionMode):
 
 
 def _meta_build(
-    name: str, image_size: int | None, in_chans: int = 1, num_classes: int = NUM_CLASSES
+    name: str, image_size: int | None, in_chans: int = 1, num_classes: int = 1
 ) -> torch.nn.Module | Exception:
-    """`name` built for `image_size` on the meta device, or why it could not be."""
+    """`name` built for `image_size` on the meta device, or why it could not be (the head's width does not change
+    which sizes fit, so the size check builds one output)."""
     try:
         with torch.device("meta"), _NoValuesOnMeta():
             return build(name, in_chans, num_classes, image_size)
@@ -199,18 +197,22 @@ def _stem_in_chans(model: torch.nn.Module) -> int:
 
 
 def create_model(
-    name: str, pretrained: bool, pretrained_path: Path | None, image_size: int
+    name: str, pretrained: bool, pretrained_path: Path | None, image_size: int, num_classes: int
 ) -> tuple[torch.nn.Module, DataConfig]:
-    """The model the trainer uses: 1 input channel, 14 outputs, `image_size` px, optionally pretrained."""
+    """The model the trainer uses: 1 input channel, `num_classes` outputs (the data's label set), `image_size`
+    px, optionally pretrained."""
     path = None
     if pretrained_path is not None or pretrained:
         path = pretrained_path or _cached_weights(_pretrained_cfg(name)) or _download(name)
-    model = build(name, image_size=image_size) if path is None else build_pretrained(name, path, image_size)
+    if path is None:
+        model = build(name, 1, num_classes, image_size)
+    else:
+        model = build_pretrained(name, path, image_size, num_classes=num_classes)
     return model, data_config(model, image_size)
 
 
 def build_pretrained(
-    name: str, path: Path, image_size: int | None, in_chans: int = 1, num_classes: int = NUM_CLASSES
+    name: str, path: Path, image_size: int | None, in_chans: int = 1, *, num_classes: int
 ) -> torch.nn.Module:
     """`name` with the weights in `path` loaded through timm, then a fresh `num_classes`-way head.
 

@@ -19,7 +19,7 @@ from scipy.special import expit
 def apply_temperature(logits: Any, temperature: Any = None) -> Any:
     """sigmoid(logits / T) per finding (plain sigmoid when T is None); numpy in numpy out, tensor in tensor out."""
     if isinstance(logits, torch.Tensor):
-        z = logits.float()
+        z = logits if logits.dtype == torch.float64 else logits.float()  # float32, unless given float64
         if temperature is None:
             return torch.sigmoid(z)
         return torch.sigmoid(z / torch.as_tensor(np.asarray(temperature), dtype=z.dtype, device=z.device))

@@ -108,7 +108,7 @@ def _at_least_two(members: list[Path], spec: str) -> list[Path]:
 
 
 class EnsembleClassifier:
-    """uint8 [B, 1, S, S] -> logits of the members' averaged calibrated probabilities, [B, K] float32 on the CPU."""
+    """uint8 [B, 1, S, S] -> logits of the members' averaged calibrated probabilities, [B, K] float64 on the CPU."""
 
     def __init__(self, members: Sequence[Any], size: int) -> None:
         self.members = list(members)  # LoadedModel each
@@ -128,13 +128,14 @@ class EnsembleClassifier:
         total, oods = None, []
         for m in self.members:
             scores = m.classifier.run(self._resized(images, m.data_config.image_size))
-            probs = apply_temperature(scores.logits.float(), m.calibration.temperature if m.calibration else None)
-            total = probs.double().cpu() if total is None else total + probs.double().cpu()
+            # float64 from here on: the average and its logit keep the members' rankings to the last digit
+            probs = apply_temperature(scores.logits.double(), m.calibration.temperature if m.calibration else None)
+            total = probs.cpu() if total is None else total + probs.cpu()
             if scores.ood is not None:
                 oods.append(scores.ood.float().cpu())
         mean = (total / len(self.members)).clamp(EPS, 1 - EPS)
         ood = torch.stack(oods).amax(dim=0) if oods else None
-        return Scores(torch.logit(mean).float(), ood, None)
+        return Scores(torch.logit(mean), ood, None)  # float64 logits: LoadedModel.probabilities gives the mean back
 
     def _resized(self, images: torch.Tensor, size: int) -> torch.Tensor:
         """The batch at a member's own size (exactly the batch when the sizes agree)."""

@@ -15,7 +15,6 @@ from typing import Any
 
 from cxr14 import __version__
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice
 from cxr14.model.gate import Gate
@@ -36,7 +35,7 @@ def describe(
     choice = calibration.to_json() if calibration is not None else {}
     return {
         "version": __version__,
-        "labels": list(LABELS),
+        "labels": list(card["labels"]),
         "image_size": size,
         "in_chans": data.in_chans,
         "mean": list(data.mean),
@@ -60,9 +59,7 @@ def read(block: Any, source: Path) -> tuple[DataConfig, ValidationChoice | None,
             f"preprocessing are unknown. Pass a best_model.pth, or the hf folder or model.onnx that `cxr14 export` "
             f"wrote."
         )
-    if list(block["labels"]) != list(LABELS):
-        raise UserError(f"{source} was exported with another label order: {block['labels']}")
     data = DataConfig(int(block["image_size"]), int(block["in_chans"]), tuple(block["mean"]), tuple(block["std"]))
     calibration = ValidationChoice.from_json(block) if block.get("thresholds") is not None else None
-    card = {**block.get("card", {}), "checkpoint": str(source)}
+    card = {**block.get("card", {}), "checkpoint": str(source), "labels": list(block["labels"])}
     return data, calibration, card

@@ -14,7 +14,6 @@ from typing import Any
 import torch
 
 from cxr14.errors import UserError
-from cxr14.labels import NUM_CLASSES
 from cxr14.model import fields
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice
@@ -41,6 +40,7 @@ def load_hf(path: Path) -> tuple[torch.nn.Module, DataConfig, ValidationChoice |
     except Exception as exc:  # timm's builders and loaders raise many types; all mean "this folder does not load"
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise UserError(f"timm cannot load the model in {path} ({type(exc).__name__}: {first}).") from exc
-    if model.num_classes != NUM_CLASSES:
-        raise UserError(f"The model in {path} has {model.num_classes} outputs, not the {NUM_CLASSES} findings.")
+    if model.num_classes != len(card["labels"]):
+        raise UserError(f"The model in {path} has {model.num_classes} outputs, but config.json names "
+                        f"{len(card['labels'])} findings: the folder is damaged.")  # fmt: skip
     return model, data, calibration, card, config.get(fields.KEY, {}).get("gate")

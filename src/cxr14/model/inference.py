@@ -46,7 +46,7 @@ class Classifier:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 1, S, S] (any device) -> float32 logits [B, 14] on the model's device."""
+        """uint8 [B, 1, S, S] (any device) -> float32 logits [B, K] on the model's device."""
         return self.run(images)[0]
 
     @torch.no_grad()
@@ -96,7 +96,7 @@ class Predictions:
 
     logits: np.ndarray  # float32 [N, K]
     index: np.ndarray  # int64 [N]: position in the dataset
-    targets: np.ndarray | None  # uint8 [N, K]
+    targets: np.ndarray | None  # int8 [N, K]: 1, 0 or UNKNOWN
     bad: tuple[tuple[int, str], ...]  # (dataset index, reason) of each image skipped as unreadable
     ood: np.ndarray | None = None  # float32 [N]
     features: np.ndarray | None = None  # float32 [N, D]
@@ -136,7 +136,7 @@ def predict(
     return Predictions(
         logits=joined([p.logits for p in parts]),
         index=torch.cat(index).numpy().astype(np.int64),
-        targets=torch.cat(targets).numpy().astype(np.uint8) if targets else None,
+        targets=torch.cat(targets).numpy().astype(np.int8) if targets else None,
         bad=tuple(bad),
         ood=joined([p.ood for p in parts]),
         features=joined([p.features for p in parts]),

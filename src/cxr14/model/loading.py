@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from cxr14.data.transforms import DeviceTransform
-from cxr14.labels import LABELS
 from cxr14.model import cam, checkpoint, gate
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice, apply_temperature, decide
@@ -47,11 +46,11 @@ class LoadedModel:
     members: tuple[LoadedModel, ...] = ()  # an ensemble's members (its classifier averages them)
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        """[N, 14] calibrated probabilities (plain sigmoid for a checkpoint without a temperature)."""
+        """[N, K] calibrated probabilities (plain sigmoid for a checkpoint without a temperature)."""
         return apply_temperature(logits, self.calibration.temperature if self.calibration else None)
 
     def calls(self, probs: np.ndarray) -> np.ndarray:
-        """[N, 14] bool: probability >= the validation threshold (nothing is called without thresholds)."""
+        """[N, K] bool: probability >= the validation threshold (nothing is called without thresholds)."""
         if self.calibration is None:
             return np.zeros(np.shape(probs), dtype=bool)
         return decide(probs, self.calibration.thresholds)
@@ -78,9 +77,14 @@ class LoadedModel:
         return isinstance(self.classifier, Classifier)
 
     @property
+    def labels(self) -> tuple[str, ...]:
+        """The findings the model's outputs are, in order: its own label set, from its checkpoint or export."""
+        return tuple(self.card["labels"])
+
+    @property
     def thresholds(self) -> list[float | None]:
         if self.calibration is None:
-            return [None] * len(LABELS)
+            return [None] * len(self.labels)
         return [None if np.isnan(t) else float(t) for t in self.calibration.thresholds]
 
 
@@ -130,10 +134,11 @@ def load_model(path: Path, device: str = "auto", precision: str = "auto") -> Loa
 
 
 def _say_no_gate(path: Path) -> None:
+    fix = (f"`cxr14 fit_gate --checkpoint {path} --data_dir D` adds it" if path.suffix == ".pth" else
+           "export it again from a checkpoint that has one (cxr14 fit_gate adds it to a checkpoint)")  # fmt: skip
     log.warning(
         "%s carries no out-of-distribution gate: films unlike the training data are not flagged (only plainly "
-        "wrong ones: colour photographs, odd shapes, blank images). `cxr14 fit_gate --checkpoint %s --data_dir D` "
-        "adds it.", path, path,
+        "wrong ones: colour photographs, odd shapes, blank images); %s.", path, fix,
     )  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """An exported ONNX graph run by ONNX Runtime, behind the interface `model.inference.predict` scores with.
 
 `OnnxClassifier` is what `model.loading.load_model` returns for a .onnx file: `.device` and
-`__call__(uint8 [B, 1, S, S]) -> float32 logits [B, 14]` like `model.inference.Classifier`, so `cxr14 predict`,
+`__call__(uint8 [B, 1, S, S]) -> float32 logits [B, K]` like `model.inference.Classifier`, so `cxr14 predict`,
 `evaluate` and the web page score an ONNX file through the same `predict` and the same calibration
 (`LoadedModel.probabilities` on the graph's raw "logits" output) as a checkpoint. Heatmaps need gradients
 through the PyTorch model, which a graph does not have: asking for them is a UserError, not a crash.
@@ -47,7 +47,7 @@ class OnnxClassifier:
         self.has_gate = OOD in [o.name for o in self.session.get_outputs()]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 1, S, S] -> float32 logits [B, 14] (the graph's raw output, before the temperature)."""
+        """uint8 [B, 1, S, S] -> float32 logits [B, K] (the graph's raw output, before the temperature)."""
         return self.run(images).logits
 
     def run(self, images: torch.Tensor, features: bool = False) -> Scores:

@@ -38,6 +38,7 @@ from cxr14.model.inference import Classifier, Predictions, predict
 from cxr14.model.loading import model_card
 from cxr14.training import distributed, resume
 from cxr14.training.distributed import DistInfo
+from cxr14.training.finetune import initialise
 from cxr14.training.gate_fit import fit_gate
 from cxr14.training.loss import make_loss
 from cxr14.training.runlog import TensorBoard, write_metrics_csv
@@ -76,6 +77,12 @@ class Run:
     partial: EpochProgress | None = None  # an epoch resumed part-way
     tensorboard: TensorBoard | None = None
     log_file: logging.Handler | None = None
+    init: dict[str, Any] | None = None  # what --init kept and made new (fine-tuning)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The data's label set: the head's outputs, in order."""
+        return self.data["train"].split.label_names
 
     @property
     def show(self) -> bool:
@@ -103,9 +110,15 @@ def prepare_output_dir(cfg: TrainConfig, resuming: bool, is_main: bool) -> tuple
     return out, handler
 
 
-def build_model(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, DataConfig]:
-    """The model on its device, in the memory format asked for, wrapped for DDP and compiled when asked."""
-    model, data_config = create_model(cfg.model, cfg.pretrained, cfg.pretrained_path, cfg.image_size)
+def build_model(
+    cfg: TrainConfig, info: DistInfo, labels: tuple[str, ...], resuming: bool
+) -> tuple[torch.nn.Module, DataConfig, dict[str, Any] | None]:
+    """The model for the data's label set on its device (fine-tuned from --init unless resuming), in the memory
+    format asked for, wrapped for DDP and compiled when asked; and what --init kept."""
+    model, data_config = create_model(cfg.model, cfg.pretrained, cfg.pretrained_path, cfg.image_size, len(labels))
+    init = None
+    if cfg.init is not None and not resuming:
+        init = initialise(model, cfg.init, cfg.model, cfg.image_size, labels)
     model.to(info.device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -113,7 +126,7 @@ def build_model(cfg: TrainConfig, info: DistInfo) -> tuple[torch.nn.Module, Data
         model = distributed.wrap(model, info)
     if cfg.compile:
         model = torch.compile(model)
-    return model, data_config
+    return model, data_config, init
 
 
 def setup(cfg: TrainConfig, info: DistInfo) -> Run:
@@ -125,10 +138,12 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     resume_from = resume.resume_path(cfg.resume, cfg.resolved_output_dir())
     state = resume.load_resumable(resume_from, cfg.to_json()) if resume_from else None
     data = build_datasets(cfg)  # bad data fails here, before a run folder exists
-    model, data_config = build_model(cfg, info)
+    model, data_config, init = build_model(cfg, info, data["train"].split.label_names, state is not None)
     out, log_file = prepare_output_dir(cfg, state is not None, info.is_main)
     if info.is_main:
-        cfg.save(out / "config.json")
+        if state is not None:  # resuming: --init was applied when the run began; keep its record
+            init = state["config"].get("init_record")
+        cfg.save(out / "config.json", {"labels_trained": list(data["train"].split.label_names), "init": init})
     torch.manual_seed(cfg.seed + info.rank)  # augmentation differs between processes
     loaders = {
         name: make_loader(d.dataset, cfg, name == "train", info.device, info.rank, info.world_size)
@@ -151,7 +166,8 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
         scheduler.step_update if cfg.sched == "cosine" else None,
     )
     run = Run(cfg, info, out, precision, data, data_config, stepper, scheduler, loaders,
-              DeviceTransform(d.mean, d.std, d.in_chans, None, cfg.channels_last), log_file=log_file)  # fmt: skip
+              DeviceTransform(d.mean, d.std, d.in_chans, None, cfg.channels_last), log_file=log_file,
+              init=init)  # fmt: skip
     if cfg.tensorboard and info.is_main:
         run.tensorboard = TensorBoard(out / "tensorboard")
     if state is not None:
@@ -186,13 +202,14 @@ def score(run: Run, split: str, model: torch.nn.Module, gate: Gate | None = None
         log.warning("%s: %d unreadable image(s) skipped", split, pred.n_bad)
     if len(pred.index) == 0:
         raise UserError(f"No readable image in the {split} split; see the skipped-image count above.")
-    return auroc(pred.targets, pred.logits), pred
+    return auroc(pred.targets, pred.logits, run.labels), pred
 
 
 def _state(run: Run, best_weights: torch.nn.Module | None = None, **extra: Any) -> dict[str, Any]:
-    common = {"epoch": run.progress.epoch, "best_metric": run.progress.best, "config": run.cfg.to_json()}
+    config = {**run.cfg.to_json(), "init_record": run.init}  # what --init kept travels with the weights
+    common = {"epoch": run.progress.epoch, "best_metric": run.progress.best, "config": config}
     model = best_weights if best_weights is not None else run.stepper.model
-    return checkpoint.make_state(model, run.cfg.model, run.data_config, **common, **extra)
+    return checkpoint.make_state(model, run.cfg.model, run.data_config, run.labels, **common, **extra)
 
 
 def save_last(run: Run, partial: EpochProgress | None = None, loader_state: torch.Tensor | None = None) -> None:
@@ -225,6 +242,11 @@ def save_last(run: Run, partial: EpochProgress | None = None, loader_state: torc
 
 def restore(run: Run, state: dict[str, Any], path: Path) -> None:
     """Put a run back where last.pth left it."""
+    if list(state["labels"]) != list(run.labels):
+        raise UserError(
+            f"{path} was trained on the labels {state['labels']}, and this data has {list(run.labels)}: a run resumes "
+            f"on the data it started with. Pass that data, or start a new run (--init {path} fine-tunes from it)."
+        )
     s = run.stepper
     unwrap(s.model).load_state_dict(state["model"])
     s.optim.optimizer.load_state_dict(state["optimizer"])

@@ -28,7 +28,6 @@ from cxr14.data.films import Film, list_films, open_film, read_film, unusual_fil
 from cxr14.data.images import resize_gray
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
-from cxr14.labels import LABELS
 from cxr14.model import cam
 from cxr14.model.inference import Predictions, predict
 from cxr14.model.loading import LoadedModel, load_model
@@ -87,7 +86,7 @@ class PixelSource:
 
 def _loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> DataLoader:
     """Unlabelled films as uint8 batches; unreadable ones come back flagged and are skipped, not fatal."""
-    dataset = XrayDataset(source, np.zeros((len(source), len(LABELS)), np.uint8), skip_bad=True)
+    dataset = XrayDataset(source, np.zeros((len(source), 1), np.int8), skip_bad=True)  # unlabelled
     workers = min(workers, max(0, len(source) // batch_size))  # no worker processes for a handful of films
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
 
@@ -103,9 +102,9 @@ def unusual_reason(note: str, ood: float | None) -> str | None:
 
 
 def rows(model: LoadedModel, names: Sequence[str], pred: Predictions) -> list[dict[str, Any]]:
-    """One dict per film: its name, the 14 calibrated probabilities, the findings at or above threshold, and
-    whether it is unusual (the gate's ood_score, None without a gate; the reason). An unusual film's probabilities
-    are given but none is called: the model was not made for such a film."""
+    """One dict per film: its name, the calibrated probability of each of the model's findings, the findings at or
+    above threshold, and whether it is unusual (the gate's ood_score, None without a gate; the reason). An unusual
+    film's probabilities are given but none is called: the model was not made for such a film."""
     probs = model.probabilities(pred.logits)
     calls = model.calls(probs)
     ood = pred.ood if pred.ood is not None else [None] * len(names)
@@ -116,8 +115,8 @@ def rows(model: LoadedModel, names: Sequence[str], pred: Predictions) -> list[di
         reason = unusual_reason(note, score)
         out.append({
             "file": name,
-            "probabilities": {label: round(float(p), 6) for label, p in zip(LABELS, row, strict=True)},
-            "findings": [] if reason else [label for label, c in zip(LABELS, called, strict=True) if c],
+            "probabilities": {label: round(float(p), 6) for label, p in zip(model.labels, row, strict=True)},
+            "findings": [] if reason else [label for label, c in zip(model.labels, called, strict=True) if c],
             "ood_score": score,
             "unusual": reason is not None,
             "reason": reason,
@@ -133,7 +132,7 @@ def score_films(model: LoadedModel, films: Sequence[Film]) -> list[dict[str, Any
 
 
 def heatmap(model: LoadedModel, film: np.ndarray, finding: int) -> np.ndarray:
-    """[S, S] in [0, 1]: where the model found `finding` (an index into LABELS) on one decoded film."""
+    """[S, S] in [0, 1]: where the model found `finding` (an index into its labels) on one decoded film."""
     return model.heatmaps(to_model_size(film, model.data_config.image_size)[None], [finding])[0]
 
 
@@ -151,7 +150,7 @@ def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any
     """PNG overlays of the `top` most probable findings of one film: OUT/<stem>-<finding>.png."""
     film = read_film(path)
     probs = row["probabilities"]
-    best = sorted(LABELS, key=lambda label: probs[label], reverse=True)[:top]
+    best = sorted(model.labels, key=lambda label: probs[label], reverse=True)[:top]
     scale = min(1.0, OVERLAY_MAX / max(film.shape))
     shown = film if scale == 1.0 else np.array(Image.fromarray(film).resize(
         (round(film.shape[1] * scale), round(film.shape[0] * scale)), Image.Resampling.BILINEAR))  # fmt: skip
@@ -159,19 +158,19 @@ def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any
     for label in best:
         target = out / f"{stem}-{label}.png"
         with atomic_path(target) as tmp:
-            cam.overlay(shown, heatmap(model, film, LABELS.index(label))).save(tmp, format="PNG")
+            cam.overlay(shown, heatmap(model, film, model.labels.index(label))).save(tmp, format="PNG")
         written.append(target)
     return written
 
 
-def format_csv(table: list[dict[str, Any]]) -> str:
-    """file, 14 probabilities, findings (';'-joined), ood_score, unusual, reason: one line per film."""
+def format_csv(table: list[dict[str, Any]], labels: Sequence[str]) -> str:
+    """file, a probability per label, findings (';'-joined), ood_score, unusual, reason: one line per film."""
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["file", *LABELS, "findings", "ood_score", "unusual", "reason"])
+    writer.writerow(["file", *labels, "findings", "ood_score", "unusual", "reason"])
     for row in table:
         score = "" if row["ood_score"] is None else f"{row['ood_score']:.4f}"
-        writer.writerow([row["file"], *(f"{row['probabilities'][k]:.6f}" for k in LABELS), ";".join(row["findings"]),
+        writer.writerow([row["file"], *(f"{row['probabilities'][k]:.6f}" for k in labels), ";".join(row["findings"]),
                          score, str(row["unusual"]).lower(), row["reason"] or ""])  # fmt: skip
     return buf.getvalue()
 
@@ -204,7 +203,7 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
         log.warning("unusual: %s: %s", row["file"], row["reason"])
     skip = cfg.on_unusual == "skip"
     kept = [(i, row) for i, row in zip(pred.index, table, strict=True) if not (row["unusual"] and skip)]
-    text = format_json([r for _, r in kept]) if cfg.json else format_csv([r for _, r in kept])
+    text = format_json([r for _, r in kept]) if cfg.json else format_csv([r for _, r in kept], model.labels)
     if cfg.out is not None:
         write_text(cfg.out, text)
     else:

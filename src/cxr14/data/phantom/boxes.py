@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from cxr14.data.phantom.anatomy import _AIR, _Anatomy, _Draw, _ellipse, _Grid, _heart, _Layers
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
 #: Pixels whose density change is at least this share of the sign's largest change belong to the sign.
 FOOTPRINT_LEVEL = 0.25
-_CARDIOMEGALY = LABELS.index("Cardiomegaly")
+_CARDIOMEGALY = NIH_LABELS.index("Cardiomegaly")
 
 Box = tuple[int, int, int, int]  # x, y, w, h in pixels: columns x..x+w-1, rows y..y+h-1
 

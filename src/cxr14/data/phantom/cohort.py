@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cxr14.labels import LABELS, NUM_CLASSES, decode
+from cxr14.labels import NIH_LABELS, decode
 
 _META_STREAM = 2  # SeedSequence domain tag: metadata never shares a stream with images
 
@@ -51,7 +51,7 @@ class Cohort:
     """Everything about a phantom dataset except the pixels; cheap to make, so tests check it directly."""
 
     names: list[str]
-    labels: np.ndarray  # (n_images, 14) uint8, LABELS order
+    labels: np.ndarray  # (n_images, 14) uint8, NIH_LABELS order
     patient: np.ndarray  # (n_images,) int
     followup: np.ndarray
     rows: list[str]  # the CSV lines, without line endings
@@ -108,7 +108,7 @@ def sample_cohort(n_patients: int, seed: int) -> Cohort:
     for pid, n in enumerate(counts, start=1):
         age, sex = int(np.clip(r.normal(47, 17), 1, 94)), "M" if r.random() < 0.56 else "F"
         for k, found in enumerate(_patient_labels(r, int(n))):
-            vec = np.array([name in found for name in LABELS], dtype=np.uint8)
+            vec = np.array([name in found for name in NIH_LABELS], dtype=np.uint8)
             name = f"{pid:08d}_{k:03d}.png"
             view = "AP" if r.random() < 0.3 + 0.2 * bool(found) else "PA"
             w, h, sp = dims[r.choice(len(dims), p=dim_p / dim_p.sum())]
@@ -118,7 +118,7 @@ def sample_cohort(n_patients: int, seed: int) -> Cohort:
             labels.append(vec)
             patient.append(pid)
             followup.append(k)
-    labels_arr = np.array(labels, dtype=np.uint8).reshape(-1, NUM_CLASSES)
+    labels_arr = np.array(labels, dtype=np.uint8).reshape(-1, len(NIH_LABELS))
     patient_arr = np.array(patient)
     return Cohort(
         names=names,
@@ -137,7 +137,7 @@ def _split(r: np.random.Generator, labels: np.ndarray, patient: np.ndarray, coun
     favouring sick patients with long histories makes the test split sicker and denser, as NIH's is, and
     gives every finding enough test positives for a stable AUROC.
     """
-    per_patient = np.zeros((len(counts), NUM_CLASSES), dtype=np.int64)
+    per_patient = np.zeros((len(counts), len(NIH_LABELS)), dtype=np.int64)
     np.add.at(per_patient, patient - 1, labels)
     rarity = np.argsort(labels.sum(0), kind="stable")  # label indices, rarest first
     present = per_patient[:, rarity] > 0

@@ -26,7 +26,7 @@ from cxr14.data.phantom.anatomy import (
 )
 from cxr14.data.phantom.boxes import Box, sign_box
 from cxr14.data.phantom.signs import _SIGNS
-from cxr14.labels import NUM_CLASSES
+from cxr14.labels import NIH_LABELS
 
 # --------------------------------------------------------------------------------------------------
 # Rendering
@@ -36,7 +36,7 @@ from cxr14.labels import NUM_CLASSES
 def render(findings: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
     """Draw one frontal chest radiograph with a visible sign for each positive finding.
 
-    findings: 14-long 0/1 vector in LABELS order. Returns a uint8 (size, size) grayscale image, drawn
+    findings: 14-long 0/1 vector in NIH_LABELS order. Returns a uint8 (size, size) grayscale image, drawn
     directly at `size` (no downscaling), so small training images are cheap. The anatomy, the film and
     each finding draw from their own streams split off `rng`: toggling one finding changes only its
     sign, which is what makes each sign testable and the preview sheet comparable.
@@ -53,9 +53,9 @@ def render_with_boxes(
     sign falls off the image gets no box. See `boxes` for what a box covers.
     """
     findings = np.asarray(findings)
-    if findings.shape != (NUM_CLASSES,):
-        raise ValueError(f"findings must have shape ({NUM_CLASSES},), got {findings.shape}")
-    seeds = rng.integers(2**62, size=2 + NUM_CLASSES)
+    if findings.shape != (len(NIH_LABELS),):
+        raise ValueError(f"findings must have shape ({len(NIH_LABELS)},), got {findings.shape}")
+    seeds = rng.integers(2**62, size=2 + len(NIH_LABELS))
     an = _sample_anatomy(np.random.default_rng(seeds[0]))
     film_rng = np.random.default_rng(seeds[1])
     film = _sample_film(film_rng)

@@ -27,9 +27,9 @@ from cxr14.data.phantom.anatomy import (
     _with_side,
     _zone,
 )
-from cxr14.labels import LABELS, NUM_CLASSES
+from cxr14.labels import NIH_LABELS
 
-_IDX = {name: i for i, name in enumerate(LABELS)}
+_IDX = {name: i for i, name in enumerate(NIH_LABELS)}
 
 # --------------------------------------------------------------------------------------------------
 # The 14 signs. Each takes the anatomy and its own random stream, may change the anatomy (a bigger
@@ -322,7 +322,7 @@ def _no_draw(g: _Grid, an: _Anatomy, L: _Layers) -> None:
     """Signs that live entirely in the anatomy (cardiomegaly) paint nothing extra."""
 
 
-#: One sign per label, in LABELS order.
+#: One sign per label, in NIH_LABELS order.
 _SIGNS: tuple[Callable[[_Anatomy, np.random.Generator], tuple[_Anatomy, _Draw]], ...] = (
     _atelectasis,
     _cardiomegaly,
@@ -339,4 +339,4 @@ _SIGNS: tuple[Callable[[_Anatomy, np.random.Generator], tuple[_Anatomy, _Draw]],
     _pleural_thickening,
     _hernia,
 )
-assert len(_SIGNS) == NUM_CLASSES
+assert len(_SIGNS) == len(NIH_LABELS)

@@ -7,6 +7,7 @@ import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -18,7 +19,7 @@ from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
 from cxr14.data.phantom.render import render_with_boxes
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
-from cxr14.labels import LABELS, NO_FINDING, NUM_CLASSES
+from cxr14.labels import NIH_LABELS, NO_FINDING
 
 FORMAT_VERSION = 2  # 2: BBox_List_2017.csv added (images unchanged)
 MANIFEST = "phantom.json"
@@ -29,7 +30,7 @@ BBOX_LIST = BBOX_NAME
 #: Share of the test images with a boxed finding that get boxes (NIH boxed 880 of its 25,596 test images;
 #: phantoms box more, so that a small set still scores every finding).
 BOX_FRACTION = 0.25
-_BOXED_INDEX = tuple(LABELS.index(name) for name in BOXED)
+_BOXED_INDEX = tuple(NIH_LABELS.index(name) for name in BOXED)
 #: The real 2017 header, byte for byte (the trailing comma makes pandas add an `Unnamed: 11` column).
 CSV_HEADER = (
     "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
@@ -73,15 +74,62 @@ def _render_file(task: tuple[Path, int, np.ndarray, int, int, bool, tuple[int, .
     Its random stream depends only on (seed, image index), so the files are the same whatever the
     number of workers or the order they run in.
     """
-    path, index, findings, size, seed, rgba, boxed = task
+    path, index, findings, size, seed, rgba, boxed = task[:7]
+    encoding = task[7] if len(task) > 7 else "png"
     rng = np.random.default_rng(np.random.SeedSequence([_IMAGE_STREAM, seed, index]))
     pixels, boxes = render_with_boxes(findings, size, rng, boxed)
-    img = Image.fromarray(pixels, mode="L")
-    if rgba:  # NIH ships 519 RGBA images; a loader must cope, so the phantoms have a few too
-        img = img.convert("RGBA")
+    if encoding.startswith("lateral"):  # a side view's stand-in: the frontal film turned on its side
+        pixels = np.ascontiguousarray(np.rot90(pixels))
+        encoding = "png16" if encoding == "lateral16" else "jpeg"
     with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG", compress_level=_PNG_LEVEL)
+        save_film(pixels, tmp, encoding, rgba)
     return boxes
+
+
+def save_film(pixels: np.ndarray, path: Path, encoding: str, rgba: bool = False) -> None:
+    """uint8 gray pixels as the datasets store their films: png (NIH: 8-bit, a few RGBA), jpeg (CheXpert, MIMIC:
+    8-bit, quality 95), png16 (PadChest: 16-bit), dicom (VinDr-CXR: 12 bits stored in 16, MONOCHROME2)."""
+    if encoding == "png":
+        img = Image.fromarray(pixels, mode="L")
+        if rgba:  # NIH ships 519 RGBA images; a loader must cope, so the phantoms have a few too
+            img = img.convert("RGBA")
+        img.save(path, format="PNG", compress_level=_PNG_LEVEL)
+    elif encoding == "jpeg":
+        Image.fromarray(pixels, mode="L").save(path, format="JPEG", quality=95)
+    elif encoding == "png16":
+        Image.fromarray(pixels.astype(np.uint16) * 257).save(path, format="PNG", compress_level=_PNG_LEVEL)
+    elif encoding == "dicom":
+        _save_dicom(pixels, path)
+    else:
+        raise ValueError(f"unknown film encoding {encoding!r}")
+
+
+def _save_dicom(pixels: np.ndarray, path: Path) -> None:
+    """A minimal Digital X-Ray DICOM file holding the 8-bit pixels as 12-bit values (0..4080)."""
+    ds = dicom_dataset(pixels.astype(np.uint16) * 16)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def dicom_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", modality: str = "DX",
+                  sop_class: str = "1.2.840.10008.5.1.4.1.1.1.1") -> Any:  # fmt: skip
+    """A minimal single-frame DICOM dataset of 12-bit values in 16-bit words (default: Digital X-Ray Image
+    Storage - For Presentation), with fresh UIDs: what the phantom layouts write, and the tests' DICOM builder."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = modality
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    return ds
 
 
 def _rgba_indices(n_images: int, seed: int) -> set[int]:
@@ -128,7 +176,7 @@ def summarize(cohort: Cohort) -> dict:
     out = {"n_images": len(cohort.names), "n_patients": len(np.unique(cohort.patient))}
     for split, mask in (("train_val", ~test), ("test", test)):
         labels = cohort.labels[mask]
-        counts = {name: int(n) for name, n in zip(LABELS, labels.sum(0), strict=True)}
+        counts = {name: int(n) for name, n in zip(NIH_LABELS, labels.sum(0), strict=True)}
         counts[NO_FINDING] = int((labels.sum(1) == 0).sum())
         out[split] = {
             "n_images": int(mask.sum()),
@@ -181,7 +229,7 @@ def write_dataset(
     ]
     boxes = _run(tasks, workers or os.cpu_count() or 1, progress)
     write_text(out / CSV_NAME, "".join(line + "\r\n" for line in [CSV_HEADER, *cohort.rows]))
-    rows = [(cohort.names[i], LABELS[j], *boxes[i][j]) for i in sorted(boxed) for j in boxed[i] if j in boxes[i]]
+    rows = [(cohort.names[i], NIH_LABELS[j], *boxes[i][j]) for i in sorted(boxed) for j in boxed[i] if j in boxes[i]]
     write_text(out / BBOX_LIST, format_boxes(rows))
     test = cohort.is_test
     names = np.array(cohort.names)
@@ -205,8 +253,8 @@ def write_preview(path: Path, size: int = 256, seed: int = 0) -> None:
     sheet = Image.new("L", (cols * size, rows * (size + cap)), 0)
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=max(10, int(cap * 0.7)))
-    for j, title in enumerate((NO_FINDING, *LABELS)):
-        findings = np.zeros(NUM_CLASSES, dtype=np.uint8)
+    for j, title in enumerate((NO_FINDING, *NIH_LABELS)):
+        findings = np.zeros(len(NIH_LABELS), dtype=np.uint8)
         if j:
             findings[j - 1] = 1
         x, y = (j % cols) * size, (j // cols) * (size + cap)
@@ -227,6 +275,13 @@ def run_phantom(cfg: PhantomConfig) -> dict | None:
         print(f"preview written to {cfg.preview}")
         return None
     assert cfg.out is not None  # PhantomConfig refuses neither --out nor --preview
-    summary = write_dataset(cfg.out, cfg.n_patients, cfg.size, cfg.seed, workers=cfg.workers, progress=cfg.progress)
-    print(f"phantom dataset in {cfg.out}: {summary['n_images']} images of {summary['n_patients']} patients")
+    if cfg.layout == "nih":
+        summary = write_dataset(cfg.out, cfg.n_patients, cfg.size, cfg.seed, workers=cfg.workers,
+                                progress=cfg.progress)  # fmt: skip
+    else:
+        from cxr14.data.phantom.layouts import write_layout
+
+        summary = write_layout(cfg.out, cfg.layout, cfg.n_patients, cfg.size, cfg.seed, cfg.workers, cfg.progress)
+    print(f"phantom dataset in {cfg.out} ({cfg.layout} layout): {summary['n_images']} images of "
+          f"{summary['n_patients']} patients")  # fmt: skip
     return summary

@@ -20,8 +20,7 @@ from cxr14.judging.report.page import (
     with_interval,
 )
 from cxr14.judging.report.published import LEAKAGE_AUDIT_ABOVE, NOTE, OFFICIAL_TEST_IMAGES, PUBLISHED
-from cxr14.judging.report.sources import ReportInputs, read_gallery_image
-from cxr14.labels import LABELS
+from cxr14.judging.report.sources import ReportInputs, label_names, read_gallery_image
 
 NOT_A_DEVICE = "Research tool, not a diagnostic device."
 NOT_A_DEVICE_WHY = (
@@ -134,6 +133,7 @@ def per_finding(inputs: ReportInputs) -> Section:
     ]  # fmt: skip
     low, high = ci(m)
     rows.append(["mean", num(m.get("mean_auroc")), interval(low, high), *[""] * 10])
+    unknown = {name: r.get("n_unknown", 0) for name, r in m["per_class"].items() if r.get("n_unknown")}
     if th:
         rule = (
             f"Thresholds chosen on {th.get('chosen_on', 'validation')} ({th.get('threshold_rule', '?')} rule), "
@@ -153,6 +153,11 @@ def per_finding(inputs: ReportInputs) -> Section:
             "muted",
         ),
     ]
+    if unknown:
+        body.append(para(
+            "Unknown labels (left out of that finding's AUROC, interval, thresholds and calibration; prevalence is "
+            "among the known ones): " + ", ".join(f"{name} {n:,}" for name, n in unknown.items()) + ".", "muted",
+        ))  # fmt: skip
     return Section("findings", "Per finding", Html("".join(body)))
 
 
@@ -161,9 +166,10 @@ def curves(inputs: ReportInputs) -> Section:
     if part.value is None:
         return Section("curves", "ROC and precision-recall curves", para(f"No curves: {part.missing}", "warn"))
     cards = []
-    for j, name in enumerate(LABELS):
+    for j, name in enumerate(label_names(inputs.metrics)):
         row = inputs.metrics["per_class"].get(name, {})
-        png = plots.roc_pr(name, part.value.targets[:, j], part.value.probs[:, j], row)
+        keep = part.value.targets[:, j] >= 0  # the known labels
+        png = plots.roc_pr(name, part.value.targets[keep, j], part.value.probs[keep, j], row)
         alt = (
             f"ROC and precision-recall curves for {name}: AUROC {num(row.get('auroc'))}, AUPRC "
             f"{num(row.get('auprc'))}, operating point sensitivity {num(row.get('sensitivity'))}, specificity "
@@ -257,7 +263,7 @@ def calibration(inputs: ReportInputs) -> Section:
     temps, before = cal.get("temperature"), cal.get("ece_before_temperature")
     bins = (cal.get("reliability") or {}).get("per_class") or {}
     rows = []
-    for k, name in enumerate(LABELS):
+    for k, name in enumerate(label_names(m)):
         ece = m["per_class"].get(name, {}).get("ece")
         rows.append([name, num(temps[k]) if temps else "none", num(before[k]) if before else "n/a", num(ece)])
     intro = (
@@ -266,7 +272,7 @@ def calibration(inputs: ReportInputs) -> Section:
         else "No temperature with this model: probabilities are the plain sigmoid of the logits."
     )
     cards = []
-    for name in (n for n in LABELS if n in bins):
+    for name in (n for n in label_names(m) if n in bins):
         ece = m["per_class"].get(name, {}).get("ece")
         alt = f"Reliability diagram for {name}: observed frequency against mean predicted probability, ECE {num(ece)}."
         cards.append(figure(plots.data_uri(plots.reliability(name, bins[name], ece)), alt))
@@ -291,7 +297,8 @@ def unusual(inputs: ReportInputs) -> Section:
         return Section("ood", title, para("This model carries no out-of-distribution gate (cxr14 fit_gate adds it): "
                                           "no film of the split was checked.", "warn"))  # fmt: skip
     per = ood.get("per_class_unflagged") or {}
-    rows = [[name, num(inputs.metrics["per_class"].get(name, {}).get("auroc")), num(per.get(name))] for name in LABELS]
+    rows = [[name, num(inputs.metrics["per_class"].get(name, {}).get("auroc")), num(per.get(name))]
+            for name in label_names(inputs.metrics)]  # fmt: skip
     rows.append(["mean", num(ood.get("mean_auroc_all")), num(ood.get("mean_auroc_unflagged"))])
     body = [
         para(f"The out-of-distribution gate (Mahalanobis distance of the pooled features from the training films', "

@@ -18,14 +18,20 @@ import numpy as np
 import pandas as pd
 
 from cxr14.errors import UserError
-from cxr14.labels import LABELS
+
+
+def label_names(metrics: dict[str, Any]) -> list[str]:
+    """The findings an evaluation scored, in order (metrics.json's "labels"; older files: its per_class keys)."""
+    return list(metrics.get("labels") or metrics.get("per_class") or [])
+
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """Per-image probabilities and 0/1 targets [N, 14] in LABELS order, from SPLIT_predictions.csv."""
+    """Per-image probabilities and targets (1/0/UNKNOWN) [N, K] in the label set's order, from
+    SPLIT_predictions.csv."""
 
     probs: np.ndarray
     targets: np.ndarray
@@ -76,8 +82,9 @@ def read_predictions(folder: Path, metrics: dict[str, Any]) -> Part:
         return Part(None, None, f"{path.name} is not in the evaluation folder.")
     try:
         frame = pd.read_csv(path)
-        probs = frame[list(LABELS)].to_numpy(dtype=np.float64)
-        targets = frame[[f"true_{name}" for name in LABELS]].to_numpy(dtype=np.int64)
+        names = label_names(metrics)
+        probs = frame[list(names)].to_numpy(dtype=np.float64)
+        targets = frame[[f"true_{name}" for name in names]].to_numpy(dtype=np.int64)
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as err:
         return Part(None, path, f"{path.name} could not be read ({err}).")
     return Part(Predictions(probs, targets), path)

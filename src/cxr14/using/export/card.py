@@ -12,12 +12,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cxr14.labels import LABELS
-
 NOT_A_DEVICE = (
     "**Research tool, not a diagnostic device.** It has not been cleared or approved by any regulator, it has not "
     "been validated prospectively, and it must not be used to diagnose, triage or treat anyone."
 )
+#: The datasets a model can be trained on: (hub id, name, one line on what it is).
+DATASETS = {
+    "nih": ("nih-chest-xray14", "NIH ChestX-ray14", None),
+    "chexpert": ("chexpert", "CheXpert", "[CheXpert](https://stanfordmlgroup.github.io/competitions/chexpert/) (Irvin "
+                 "et al., AAAI 2019): Stanford Hospital's chest films, 14 observations labelled from the reports"),
+    "mimic": ("mimic-cxr-jpg", "MIMIC-CXR-JPG", "[MIMIC-CXR-JPG](https://physionet.org/content/mimic-cxr-jpg/) "
+              "(Johnson et al., 2019): Beth Israel Deaconess Medical Center's chest films, labels per study"),
+    "padchest": ("padchest", "PadChest", "[PadChest](https://bimcv.cipf.es/bimcv-projects/padchest/) (Bustos et al., "
+                 "2020): Hospital San Juan's chest films, findings from the Spanish reports"),
+    "vindr": ("vindr-cxr", "VinDr-CXR", "[VinDr-CXR](https://physionet.org/content/vindr-cxr/) (Nguyen et al., "
+              "2022): Vietnamese hospitals' chest films, each read by radiologists"),
+    "csv": ("custom", "a labelled set of its own", "the trainer's own labelled films (a `cxr14 --dataset csv` table)"),
+}  # fmt: skip
 NIH_CITATION = """@inproceedings{wang2017chestxray8,
   title     = {ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised Classification
                and Localization of Common Thorax Diseases},
@@ -41,7 +52,7 @@ from PIL import Image
 {SOURCE_LINE}
 FILM = "film.png"  # a frontal chest film, 8-bit grayscale (PNG or JPEG)
 
-model = timm.create_model(SOURCE, pretrained=True).eval()  # 14 outputs, weights loaded; timm reads config.json
+model = timm.create_model(SOURCE, pretrained=True).eval()  # one output per label; timm reads config.json
 cfg = model.pretrained_cfg
 if SOURCE.startswith("local-dir:"):
     config_file = Path(SOURCE[len("local-dir:"):]) / "config.json"
@@ -69,7 +80,7 @@ def readme(block: dict[str, Any], license_id: str) -> str:
     name = f"cxr14-{card['model']}-{block['image_size']}px"
     sections = [
         f"---\n{_header(card, name, license_id)}\n---",
-        f"# {card['model']} for 14 chest X-ray findings (NIH ChestX-ray14)",
+        f"# {card['model']} for {len(block['labels'])} chest X-ray findings",
         _what(block, card),
         NOT_A_DEVICE,
         "## Use it with timm alone\n\nNo cxr14 needed: timm builds the model from `config.json` and loads "
@@ -95,6 +106,7 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
+    dataset = (card.get("config") or {}).get("dataset", "nih")
     test = card.get("test") or {}
     if test.get("mean_auroc") is not None:
         ci = test.get("mean_auroc_ci") or [None, None]
@@ -102,9 +114,9 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
         results.append(
             EvalResult(
                 task_type="image-classification",
-                task_name="Multi-label classification of 14 chest X-ray findings",
-                dataset_type="nih-chest-xray14",
-                dataset_name="NIH ChestX-ray14",
+                task_name=f"Multi-label classification of {len(card['labels'])} chest X-ray findings",
+                dataset_type=DATASETS[dataset][0],
+                dataset_name=DATASETS[dataset][1],
                 dataset_split=str(test.get("split") or "test"),
                 metric_type="roc_auc",
                 metric_value=round(float(test["mean_auroc"]), 4),
@@ -116,7 +128,7 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
         pipeline_tag="image-classification",
         license=license_id,
         tags=["image-classification", "timm", "cxr14", "chest-x-ray", "medical-imaging", "multi-label"],
-        datasets=["nih-chest-xray14"],
+        datasets=[DATASETS[dataset][0]],
         metrics=["roc_auc"],
         model_name=name,
         eval_results=results or None,
@@ -138,15 +150,15 @@ def _what(block: dict[str, Any], card: dict[str, Any]) -> str:
     )
     return (
         f"A timm `{card['model']}` that reads one {size}x{size} px frontal chest film ({chans} input channel"
-        f"{'s' if chans != 1 else ''}) and gives 14 independent probabilities, one per ChestX-ray14 finding "
+        f"{'s' if chans != 1 else ''}) and gives {len(block['labels'])} independent probabilities, one per finding "
         f"(multi-label: a film can show several, or none). Trained with cxr14, exported by cxr14 "
         f"{block['version']}. {calibrated}"
     )
 
 
 def _outputs(block: dict[str, Any]) -> str:
-    thresholds = block.get("thresholds") or [None] * len(LABELS)
-    temps = block.get("temperature") or [None] * len(LABELS)
+    thresholds = block.get("thresholds") or [None] * len(block["labels"])
+    temps = block.get("temperature") or [None] * len(block["labels"])
     rows = ["| output | finding | threshold (chosen on validation) | temperature |", "|---|---|---|---|"]
     for i, (label, th, t) in enumerate(zip(block["labels"], thresholds, temps, strict=True)):
         rows.append(f"| {i} | {label} | {'none' if th is None else f'{th:.4f}'} | {'-' if t is None else f'{t:.3f}'} |")
@@ -156,12 +168,17 @@ def _outputs(block: dict[str, Any]) -> str:
 def _data(card: dict[str, Any]) -> str:
     config = card.get("config") or {}
     data_dir = Path(str(config.get("data_dir", "")))
-    if config.get("data_dir") and (data_dir / "phantom.json").is_file():
+    dataset = config.get("dataset", "nih")
+    if dataset == "csv" and config.get("csv"):
+        data_dir = Path(str(config["csv"])).parent
+    if (config.get("data_dir") or config.get("csv")) and (data_dir / "phantom.json").is_file():
         return (
             "cxr14's synthetic phantom films (`cxr14 phantom`), **not real radiographs**: this model exists to try "
             "the pipeline end to end and says nothing about real chest films."
         )
     lists = ((card.get("test") or {}).get("data") or {}).get("lists")
+    if dataset != "nih":
+        return f"{DATASETS[dataset][2]}. Split: {lists or 'not recorded'}."
     split = {
         "official": "NIH's official patient-wise split (train_val_list.txt / test_list.txt); validation patients "
         "were drawn from train_val, so no patient appears in two splits",
@@ -187,7 +204,7 @@ def _evaluation(card: dict[str, Any]) -> str:
     auroc = test.get("auroc") or {}
     if auroc:
         rows = ["| finding | AUROC |", "|---|---|"]
-        rows += [f"| {k} | {'undefined' if auroc.get(k) is None else f'{auroc[k]:.4f}'} |" for k in LABELS]
+        rows += [f"| {k} | {'undefined' if auroc.get(k) is None else f'{auroc[k]:.4f}'} |" for k in card["labels"]]
         text += "\n\n" + "\n".join(rows)
     return text
 

@@ -17,7 +17,6 @@ from typing import Any
 import torch
 
 from cxr14.files import atomic_path, write_text
-from cxr14.labels import LABELS, NUM_CLASSES
 from cxr14.model import fields
 from cxr14.model.create import DataConfig, _model_kwargs
 from cxr14.using.export.card import readme
@@ -40,15 +39,15 @@ def write_hf(model: torch.nn.Module, data: DataConfig, block: dict[str, Any], ou
 
     name = block["card"]["model"]
     license_id = license_of(model, block["card"])
-    model.pretrained_cfg = _pretrained_cfg(model, data, license_id)
+    model.pretrained_cfg = _pretrained_cfg(model, data, license_id, len(block["labels"]))
     preprocessing = {k: model.pretrained_cfg[k] for k in ("input_size", "mean", "std", "interpolation", "crop_pct",
                                                           "crop_mode")}  # fmt: skip
     extra = {"data_config": preprocessing} if "data_config" in inspect.signature(save_for_hf).parameters else {}
     save_for_hf(
         model,
         str(out),
-        model_config={"label_names": list(LABELS), fields.KEY: block},
-        model_args=_model_kwargs(name, data.in_chans, NUM_CLASSES, data.image_size),  # what model.build uses
+        model_config={"label_names": list(block["labels"]), fields.KEY: block},
+        model_args=_model_kwargs(name, data.in_chans, len(block["labels"]), data.image_size),  # as model.build
         safe_serialization=True,
         **extra,  # recent timm takes the preprocessing here; older releases read it from pretrained_cfg
     )
@@ -66,7 +65,7 @@ def _usual_mode(path: Path) -> None:
         shutil.copyfile(path, tmp)
 
 
-def _pretrained_cfg(model: torch.nn.Module, data: DataConfig, license_id: str) -> dict[str, Any]:
+def _pretrained_cfg(model: torch.nn.Module, data: DataConfig, license_id: str, num_classes: int) -> dict[str, Any]:
     """timm's config of the architecture, with cxr14's preprocessing in place of ImageNet's.
 
     cxr14 squashes the whole film to S x S with PIL's bilinear filter (no crop), so crop_pct 1 and crop_mode
@@ -83,7 +82,7 @@ def _pretrained_cfg(model: torch.nn.Module, data: DataConfig, license_id: str) -
         interpolation="bilinear",
         crop_pct=1.0,
         crop_mode="squash",
-        num_classes=NUM_CLASSES,
+        num_classes=num_classes,
         license=license_id,
     )
     return cfg

@@ -2,7 +2,7 @@
 
 A deployer feeds what a decoded film is - uint8 pixels [batch, 1, S, S] - not ImageNet statistics: the graph
 is traced from the same `DeviceTransform` and `apply_temperature` that cxr14 itself scores with. Outputs:
-"probabilities" [batch, 14] (calibrated) and "logits" [batch, 14] (raw, so cxr14 can apply its own
+"probabilities" [batch, K] (calibrated) and "logits" [batch, K] (raw, so cxr14 can apply its own
 calibration path). The batch axis is symbolic ("batch"), traced at 2 because torch.export fixes a dimension
 it sees as 0 or 1. `--onnx_float` adds model_float32.onnx, the same graph taking float32 pixel values 0..255
 (for pipelines whose decoder gives floats); the first node casts either to float.
@@ -41,7 +41,7 @@ SINGLE_FILE_BYTES = 1_800_000_000
 
 
 class PixelsToProbabilities(torch.nn.Module):
-    """uint8 (or float 0..255) pixels [B, 1, S, S] -> (probabilities, logits), each [B, 14], and with a gate
+    """uint8 (or float 0..255) pixels [B, 1, S, S] -> (probabilities, logits), each [B, K], and with a gate
     ood_score [B] as a third output, computed inside the graph from the pooled features."""
 
     def __init__(
@@ -71,7 +71,7 @@ def io_description(size: int) -> dict[str, str]:
     return {
         "input": f"{INPUT}: uint8 [batch, 1, {size}, {size}], an 8-bit grayscale film resized to {size}x{size} px "
         f"(bilinear), pixel values 0..255; {FLOAT_NAME} takes the same values as float32. No other preprocessing.",
-        "outputs": "probabilities: float32 [batch, 14] = sigmoid(logits / temperature); logits: float32 [batch, 14] "
+        "outputs": "probabilities: float32 [batch, K] = sigmoid(logits / temperature); logits: float32 [batch, K] "
         "raw; columns in the order of 'labels'. A finding is called when probability >= its threshold (see cxr14). "
         f"With a gate, {OOD}: float32 [batch], the Mahalanobis distance of the film's pooled features from the "
         "training films' over its validation threshold: above 1, the film is unlike the training data.",

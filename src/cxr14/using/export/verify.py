@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cxr14.data.phantom import render
-from cxr14.labels import NUM_CLASSES
+from cxr14.labels import NIH_LABELS
 from cxr14.model import fields
 from cxr14.model.loading import LoadedModel
 from cxr14.model.onnx_runtime import INPUT, OOD, session
@@ -62,7 +62,7 @@ class Check:
 def phantom_films(n: int, size: int, seed: int = 0) -> np.ndarray:
     """uint8 [n, 1, size, size]: phantom chest films with random findings, drawn at the model's size."""
     rng = np.random.default_rng(seed)
-    findings = (rng.random((n, NUM_CLASSES)) < 0.3).astype(np.uint8)
+    findings = (rng.random((n, len(NIH_LABELS))) < 0.3).astype(np.uint8)  # the phantoms draw NIH's findings
     return np.stack([render(f, size, rng) for f in findings])[:, None]
 
 
@@ -97,7 +97,7 @@ def check_hf(folder: Path, root: Path, films: np.ndarray, expected: Expected, de
     mean = torch.tensor(cfg["mean"], device=device).view(1, -1, 1, 1)
     std = torch.tensor(cfg["std"], device=device).view(1, -1, 1, 1)
     block = json.loads((folder / "config.json").read_text())[fields.KEY]
-    temperature = torch.tensor(block["temperature"] or [1.0] * NUM_CLASSES, device=device)
+    temperature = torch.tensor(block["temperature"] or [1.0] * len(block["labels"]), device=device)
     probs, pooled = [], []
     with torch.no_grad():
         for b in batches(films):

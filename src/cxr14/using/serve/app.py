@@ -30,7 +30,6 @@ from pydantic import BaseModel, Field
 
 from cxr14 import __version__
 from cxr14.config import ServeConfig
-from cxr14.labels import LABELS
 from cxr14.model.loading import LoadedModel
 from cxr14.using.predict import format_json
 from cxr14.using.serve.pool import InferencePool, ModelGate
@@ -54,7 +53,8 @@ class Row(BaseModel):
     """What `cxr14 predict --json` prints for one film, plus the extras asked for."""
 
     file: str = Field(description="the uploaded file's name (its last part)")
-    probabilities: dict[str, float] = Field(description="the 14 calibrated probabilities, by finding")
+    probabilities: dict[str, float] = Field(description="the calibrated probabilities, by finding (the model's own "
+                                            "label set)")
     findings: list[str] = Field(description="the findings at or above their validation threshold (none for an "
                                 "unusual film: its probabilities are given, not called)")
     ood_score: float | None = Field(description="the out-of-distribution gate's score: the film's distance from the "
@@ -157,15 +157,16 @@ def _add_api(app: FastAPI, model: LoadedModel, pool: InferencePool, limit: int) 
         return card
 
     documented = {"responses": {200: {"model": Row}, **REFUSALS}, "openapi_extra": {"requestBody": UPLOAD_BODY}}
+    findings = ", ".join(model.labels)
 
     @app.post("/api/predict", summary="Score one film", response_model=None, **documented)
     async def predict(
         request: Request,
-        cam: Annotated[str | None, Query(description=f"add the heatmap of one finding: {', '.join(LABELS)}")] = None,
+        cam: str | None = Query(None, description=f"add the heatmap of one finding: {findings}"),
         film: Annotated[bool, Query(description="add the decoded film as a PNG (for DICOM)")] = False,
     ) -> Response:
-        """The 14 probabilities and the findings at or above threshold: the line `cxr14 predict --json` prints."""
-        ask = Ask(check_finding(cam), film)
+        """The probabilities and the findings at or above threshold: the line `cxr14 predict --json` prints."""
+        ask = Ask(check_finding(cam, model.labels), film)
         check_headers(request, limit)
         with pool.admit() as slot:
             upload = await read_upload(request, limit)
@@ -221,7 +222,7 @@ def public_card(model: LoadedModel) -> dict[str, Any]:
     """The model card for the page: no training config or folder paths (the server may face a network)."""
     card = {k: v for k, v in model.card.items() if k not in ("config", "checkpoint")}
     card["checkpoint"] = Path(model.card["checkpoint"]).name
-    card["thresholds"] = dict(zip(LABELS, model.thresholds, strict=True))
+    card["thresholds"] = dict(zip(model.labels, model.thresholds, strict=True))
     card["calibrated"] = model.calibration is not None and model.calibration.temperature is not None
     card["heatmaps"] = model.explainable
     card["notice"] = NOTICE

@@ -20,7 +20,6 @@ from PIL import Image
 
 from cxr14.data.films import open_film
 from cxr14.errors import FilmError
-from cxr14.labels import LABELS
 from cxr14.model import cam
 from cxr14.model.loading import LoadedModel
 from cxr14.using.predict import OVERLAY_MAX, heatmap, score_films
@@ -36,10 +35,10 @@ class Ask:
     film: bool = False
 
 
-def check_finding(name: str | None) -> str | None:
-    """`?cam=` must name one of the 14 findings, spelled as in the JSON (400 with the list otherwise)."""
-    if name is not None and name not in LABELS:
-        raise Refused(400, f"unknown finding {name!r} for cam; use one of: {', '.join(LABELS)}")
+def check_finding(name: str | None, labels: tuple[str, ...]) -> str | None:
+    """`?cam=` must name one of the model's findings, spelled as in the JSON (400 with the list otherwise)."""
+    if name is not None and name not in labels:
+        raise Refused(400, f"unknown finding {name!r} for cam; use one of: {', '.join(labels)}")
     return name
 
 
@@ -60,7 +59,7 @@ def answer(model: LoadedModel, gate: ModelGate, data: bytes, name: str, ask: Ask
         if not model.explainable:
             raise Refused(400, "this server runs an ONNX graph, which gives no heatmaps; serve the checkpoint for them")
         with gate.exclusive():
-            heat = heatmap(model, film, LABELS.index(ask.cam))
+            heat = heatmap(model, film, model.labels.index(ask.cam))
         row["heatmap"] = png_data_url(cam.heat_png(heat))
     if ask.film:
         row["film"] = png_data_url(film_png(film))

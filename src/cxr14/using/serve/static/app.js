@@ -1,4 +1,4 @@
-// cxr14's page: upload a film, list the 14 findings, overlay the heatmap of the one chosen. No framework.
+// cxr14's page: upload a film, list the model's findings, overlay the heatmap of the one chosen. No framework.
 "use strict";
 
 (() => {

@@ -1,0 +1,69 @@
+"""`--dataset chexpert`: CheXpert v1.0 or v1.0-small as Stanford distributes it.
+
+DATA_DIR is the dataset folder itself (CheXpert-v1.0-small/, or CheXpert-v1.0/), holding train.csv, valid.csv,
+train/ and valid/. Each CSV row is one film: `Path` (e.g. CheXpert-v1.0-small/train/patient00001/study1/
+view1_frontal.jpg: it starts with the dataset folder's own name, which is dropped, so a renamed folder still
+works), `Sex`, `Age`, `Frontal/Lateral`, `AP/PA`, then the 14 observations with 1.0 / 0.0 / -1.0 / blank
+(train.csv; valid.csv has 0 and 1 only: three radiologists' consensus). The patient is the path's patientNNNNN.
+train.csv is split into train and validation by patient; valid.csv is the test split (the public test labels are
+not in the download). Uncertain (-1) labels follow --uncertain (ignore, the default: unknown; zeros; ones), as
+in Irvin et al. 2019; blank (unmentioned) labels are unknown. Frontal films only unless --views all.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cxr14.data.datasets.common import demographics, label_matrix, per_distinct, pick_labels, read_table
+from cxr14.data.metadata import Metadata
+from cxr14.errors import UserError
+
+LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+          "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
+          "Fracture", "Support Devices")  # fmt: skip
+COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
+FILES = {"train.csv": "train", "valid.csv": "test"}
+#: A Path cell: the dataset folder's own name (dropped), then the film relative to DATA_DIR, with its patient number.
+_FILMS = re.compile(r"^(?:[^/\n]+/)?((?:train|valid)/patient(\d+)/study\d+/[^/\n]+\.(?:jpg|jpeg|png))$", re.M)
+
+
+def read(data_dir: Path, labels: str | None, uncertain: str, views: str) -> Metadata:
+    """Both CSVs as one table of films: train.csv rows to train (validation carved by patient), valid.csv to test."""
+    parts, label_parts, names = [], [], None
+    for file, split in FILES.items():
+        path = data_dir / file
+        frame = read_table(path, "CheXpert's label file", labels=[c for c in LABELS])
+        missing = [c for c in (*COLUMNS, *LABELS) if c not in frame.columns]
+        if missing:
+            raise UserError(f"{path} is not CheXpert's {file}: it lacks {', '.join(missing[:5])}. Pass the dataset "
+                            f"folder that holds train.csv and valid.csv as Stanford ships them.")  # fmt: skip
+        names = pick_labels(LABELS, labels, path)
+        files, patients = _films(frame["Path"].to_numpy(dtype=object), path)
+        frontal = per_distinct(frame["Frontal/Lateral"], lambda v: v.strip().lower() == "frontal").astype(bool)
+        keep = np.ones(len(frame), bool) if views == "all" else frontal
+        view = np.where(frontal, per_distinct(frame["AP/PA"], lambda v: v.strip().upper()), "LATERAL")[keep]
+        parts.append((files[keep], patients[keep], np.full(int(keep.sum()), split, dtype=object), view,
+                      frame["Sex"].to_numpy()[keep], frame["Age"].to_numpy()[keep]))
+        label_parts.append(label_matrix(frame, names, path, uncertain)[keep])
+    files, patients, splits, view, sex, age = (np.concatenate(column) for column in zip(*parts, strict=True))
+    demo = demographics(sex, age, view, len(files))
+    return Metadata(files, np.concatenate(label_parts), patients, data_dir / "train.csv", demo, tuple(names),
+                    root=data_dir, split=splits.astype(str))  # fmt: skip
+
+
+def _films(paths: np.ndarray, source: Path) -> tuple[np.ndarray, np.ndarray]:
+    """`CheXpert-v1.0-small/train/patient00001/...` -> `train/patient00001/...` (relative to DATA_DIR) and the
+    patient number, every path checked. One regular-expression scan of all the paths joined by newlines (Python
+    per path would be most of the read on 223,414 rows); a count short of the rows finds the first bad one."""
+    found = _FILMS.findall("\n".join(paths.tolist()))
+    if len(found) != len(paths):
+        i = next(i for i, p in enumerate(paths) if not _FILMS.fullmatch(str(p)))
+        raise UserError(f"{source}, row {i + 2}, column 'Path': {paths[i]!r} is not a CheXpert film path "
+                        f"(CheXpert-v1.0-small/train/patientNNNNN/studyK/viewV_frontal.jpg).")  # fmt: skip
+    if not found:
+        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
+    pairs = np.array(found, dtype=object)
+    return pairs[:, 0], pairs[:, 1].astype(np.int64)
