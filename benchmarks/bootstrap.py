@@ -26,9 +26,9 @@ from sklearn.metrics import roc_auc_score
 
 from cxr14.judging.bootstrap import image_weights, patient_bootstrap, resampled_aurocs
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
-from cxr14.labels import LABELS
+from cxr14.labels import NIH_LABELS
 
-#: Positives per finding in the official test split (LABELS order), from shared/nih/README.md.
+#: Positives per finding in the official test split (NIH_LABELS order), from shared/nih/README.md.
 TEST_POSITIVES = (3279, 1069, 4658, 6112, 1748, 1623, 555, 2665, 1815, 925, 1093, 435, 1143, 86)
 
 
@@ -47,9 +47,10 @@ def synthetic_test_split(n_images: int, n_patients: int, seed: int) -> tuple[np.
     """(targets [N, 14] uint8, float32 probabilities [N, 14], patient ids [N])."""
     rng = np.random.default_rng(seed)
     owner = np.repeat(np.arange(n_patients), images_per_patient(n_images, n_patients, rng))
-    latent = 0.8 * rng.normal(size=(n_patients, len(LABELS)))[owner] + 0.6 * rng.normal(size=(n_images, len(LABELS)))
+    k = len(NIH_LABELS)
+    latent = 0.8 * rng.normal(size=(n_patients, k))[owner] + 0.6 * rng.normal(size=(n_images, k))
     positives = np.round(np.array(TEST_POSITIVES) * n_images / 25596).astype(int)
-    cut = -np.sort(-latent, axis=0)[positives - 1, np.arange(len(LABELS))]
+    cut = -np.sort(-latent, axis=0)[positives - 1, np.arange(len(NIH_LABELS))]
     targets = (latent >= cut).astype(np.uint8)
     logits = targets + 0.2 * latent + rng.normal(size=latent.shape) - 2.0
     return targets, expit(logits).astype(np.float32), owner + 1
@@ -80,14 +81,15 @@ def main() -> None:
     sizes = np.bincount(np.unique(patients, return_inverse=True)[1])
     print(f"cores: {os.cpu_count()}, load average: {os.getloadavg()[0]:.2f} (other jobs share the CPU)")
     print(f"data: {len(targets)} images, {len(sizes)} patients (images per patient: median {np.median(sizes):.0f}, "
-          f"90th percentile {np.percentile(sizes, 90):.0f}, max {sizes.max()}), {len(LABELS)} findings, "
+          f"90th percentile {np.percentile(sizes, 90):.0f}, max {sizes.max()}), {len(NIH_LABELS)} findings, "
           f"{len(np.unique(probs))} distinct scores")  # fmt: skip
 
     start = time.perf_counter()
-    result = patient_bootstrap(targets, probs, patients, n_resamples=args.resamples, seed=args.seed)
+    result = patient_bootstrap(targets, probs, patients, n_resamples=args.resamples, seed=args.seed,
+                               names=NIH_LABELS)
     fast = time.perf_counter() - start
     ci = f"{result.mean_ci_low:.4f}-{result.mean_ci_high:.4f}"
-    print(f"patient_bootstrap, {args.resamples} resamples x {len(LABELS)} findings: {fast:.2f} s "
+    print(f"patient_bootstrap, {args.resamples} resamples x {len(NIH_LABELS)} findings: {fast:.2f} s "
           f"(mean AUROC {result.mean_auroc:.4f}, 95% CI {ci})")  # fmt: skip
 
     rng = np.random.default_rng(args.seed)
@@ -96,7 +98,8 @@ def main() -> None:
     view = np.where(rng.random(len(patients)) < 0.57, "AP", "PA")
     groups = demographic_groups(sex=sex, age=age, view=view)
     start = time.perf_counter()
-    subgroup_aurocs(targets, probs, patients, groups, n_resamples=args.resamples, seed=args.seed)
+    subgroup_aurocs(targets, probs, patients, groups, n_resamples=args.resamples, seed=args.seed,
+                    names=NIH_LABELS)
     n_groups = sum(len(g) for g in groups.values())
     print(f"subgroup_aurocs, sex/age band/view ({n_groups} groups), {args.resamples} resamples each: "
           f"{time.perf_counter() - start:.2f} s")  # fmt: skip

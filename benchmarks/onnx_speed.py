@@ -31,6 +31,7 @@ import onnxruntime as ort
 import torch
 
 from cxr14.data.transforms import DeviceTransform
+from cxr14.labels import NIH_LABELS
 from cxr14.model import fields
 from cxr14.model.create import build, data_config
 from cxr14.model.device import resolve_precision
@@ -80,8 +81,8 @@ def main() -> None:
         loaded = load_model(args.checkpoint, "cpu", "fp32")
         model, data, calibration, card = loaded.classifier.model, loaded.data_config, loaded.calibration, loaded.card
     else:
-        model = build(args.model, image_size=args.image_size).eval()
-        data, calibration, card = data_config(model, args.image_size), None, {"model": args.model}
+        model = build(args.model, 1, len(NIH_LABELS), image_size=args.image_size).eval()
+        data, calibration, card = data_config(model, args.image_size), None, {"model": args.model, "labels": NIH_LABELS}
     pixels = torch.from_numpy(phantom_films(args.batch, data.image_size))
     torch_classifier = Classifier(model.to(device), DeviceTransform(data.mean, data.std, data.in_chans, None),
                                   resolve_precision("fp32", device))  # fmt: skip

@@ -25,7 +25,7 @@ from PIL import Image
 
 from cxr14.config import PredictConfig
 from cxr14.data.phantom import render
-from cxr14.labels import NUM_CLASSES
+from cxr14.labels import NIH_LABELS
 from cxr14.model import checkpoint
 from cxr14.model.create import create_model
 from cxr14.model.loading import load_model
@@ -35,13 +35,13 @@ from cxr14.using.predict import run_predict
 def write_films(folder: Path, n: int, size: int) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
-        findings = (rng.random(NUM_CLASSES) < 0.15).astype(np.uint8)
+        findings = (rng.random(len(NIH_LABELS)) < 0.15).astype(np.uint8)
         Image.fromarray(render(findings, size, rng), mode="L").save(folder / f"film_{i:05d}.png")
 
 
 def demo_checkpoint(path: Path, image_size: int) -> Path:
-    model, data = create_model("convnext_atto", False, None, image_size)
-    checkpoint.atomic_save(checkpoint.make_state(model, "convnext_atto", data, config={}), path)
+    model, data = create_model("convnext_atto", False, None, image_size, len(NIH_LABELS))
+    checkpoint.atomic_save(checkpoint.make_state(model, "convnext_atto", data, NIH_LABELS, config={}), path)
     return path
 
 
