@@ -288,6 +288,25 @@ def test_uncertain_labels_follow_the_policy(layouts) -> None:
     assert (table == "-1.0").to_numpy().sum() == counts["ones"][1] - counts["zeros"][1]
 
 
+def test_chexpert_paths_are_checked_row_by_row(layouts, tmp_path, capsys) -> None:
+    from cxr14.config import TrainConfig
+    from cxr14.data.loaders import read_metadata
+
+    data = tmp_path / "chexpert"
+    shutil.copytree(layouts["chexpert"], data)
+    table = pd.read_csv(data / "train.csv", dtype=str, keep_default_na=False)
+    expected = read_metadata(TrainConfig(dataset="chexpert", data_dir=data, views="all"))
+    table["Path"] = table["Path"].str.split("/", n=1).str[1]  # without the dataset folder's name: the same films
+    table.to_csv(data / "train.csv", index=False)
+    bare = read_metadata(TrainConfig(dataset="chexpert", data_dir=data, views="all"))
+    assert list(bare.names) == list(expected.names) and (bare.patients == expected.patients).all()
+    table.loc[4, "Path"] = "train/patient1/x.jpg"
+    table.to_csv(data / "train.csv", index=False)
+    code, _, err = run(capsys, "train", "--dataset", "chexpert", "--data_dir", str(data), "--output_dir",
+                       str(tmp_path / "r"), *TINY)  # fmt: skip
+    assert code == 2 and "train.csv, row 6, column 'Path': 'train/patient1/x.jpg' is not a CheXpert film" in err
+
+
 def test_mimic_reads_either_labeler(layouts) -> None:
     from cxr14.config import TrainConfig
     from cxr14.data.loaders import read_metadata

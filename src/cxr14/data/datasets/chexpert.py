@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr14.data.datasets.common import demographics, label_matrix, per_distinct, pick_labels, read_table
-from cxr14.data.metadata import Metadata
+from cxr14.data.metadata import Demographics, Metadata
 from cxr14.errors import UserError
 
 LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
@@ -26,16 +26,16 @@ LABELS = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opac
           "Fracture", "Support Devices")  # fmt: skip
 COLUMNS = ("Path", "Sex", "Age", "Frontal/Lateral", "AP/PA")
 FILES = {"train.csv": "train", "valid.csv": "test"}
-#: A Path cell: the dataset folder's own name (dropped), then the film relative to DATA_DIR, with its patient number.
-_FILMS = re.compile(r"^(?:[^/\n]+/)?((?:train|valid)/patient(\d+)/study\d+/[^/\n]+\.(?:jpg|jpeg|png))$", re.M)
+#: A Path cell once the dataset folder's own name is dropped: the film relative to DATA_DIR; the group is the patient.
+_FILMS = re.compile(r"^(?:train|valid)/patient(\d+)/study\d+/[^/\n]+\.(?:jpg|jpeg|png)$", re.M)
 
 
 def read(data_dir: Path, labels: str | None, uncertain: str, views: str) -> Metadata:
     """Both CSVs as one table of films: train.csv rows to train (validation carved by patient), valid.csv to test."""
-    parts, label_parts, names = [], [], None
+    parts, names = [], None
     for file, split in FILES.items():
         path = data_dir / file
-        frame = read_table(path, "CheXpert's label file", labels=[c for c in LABELS])
+        frame = read_table(path, "CheXpert's label file", labels=LABELS, categories=COLUMNS[1:])
         missing = [c for c in (*COLUMNS, *LABELS) if c not in frame.columns]
         if missing:
             raise UserError(f"{path} is not CheXpert's {file}: it lacks {', '.join(missing[:5])}. Pass the dataset "
@@ -44,26 +44,34 @@ def read(data_dir: Path, labels: str | None, uncertain: str, views: str) -> Meta
         files, patients = _films(frame["Path"].to_numpy(dtype=object), path)
         frontal = per_distinct(frame["Frontal/Lateral"], lambda v: v.strip().lower() == "frontal").astype(bool)
         keep = np.ones(len(frame), bool) if views == "all" else frontal
-        view = np.where(frontal, per_distinct(frame["AP/PA"], lambda v: v.strip().upper()), "LATERAL")[keep]
-        parts.append((files[keep], patients[keep], np.full(int(keep.sum()), split, dtype=object), view,
-                      frame["Sex"].to_numpy()[keep], frame["Age"].to_numpy()[keep]))
-        label_parts.append(label_matrix(frame, names, path, uncertain)[keep])
-    files, patients, splits, view, sex, age = (np.concatenate(column) for column in zip(*parts, strict=True))
-    demo = demographics(sex, age, view, len(files))
-    return Metadata(files, np.concatenate(label_parts), patients, data_dir / "train.csv", demo, tuple(names),
-                    root=data_dir, split=splits.astype(str))  # fmt: skip
+        view = np.where(frontal, per_distinct(frame["AP/PA"], lambda v: v.strip().upper()), "LATERAL")
+        demo = demographics(frame["Sex"], frame["Age"], view, len(frame)).take(np.flatnonzero(keep))
+        parts.append((files[keep], patients[keep], np.full(int(keep.sum()), split, dtype=object),
+                      label_matrix(frame, names, path, uncertain)[keep], demo))
+    files, patients, splits, targets = (np.concatenate([part[k] for part in parts]) for k in range(4))
+    demo = Demographics(*(np.concatenate([getattr(part[4], f) for part in parts]) for f in ("sex", "age", "view")))
+    return Metadata(files, targets, patients, data_dir / "train.csv", demo, tuple(names), root=data_dir,
+                    split=splits.astype(str))
 
 
 def _films(paths: np.ndarray, source: Path) -> tuple[np.ndarray, np.ndarray]:
     """`CheXpert-v1.0-small/train/patient00001/...` -> `train/patient00001/...` (relative to DATA_DIR) and the
-    patient number, every path checked. One regular-expression scan of all the paths joined by newlines (Python
-    per path would be most of the read on 223,414 rows); a count short of the rows finds the first bad one."""
-    found = _FILMS.findall("\n".join(paths.tolist()))
-    if len(found) != len(paths):
-        i = next(i for i, p in enumerate(paths) if not _FILMS.fullmatch(str(p)))
+    patient number, every path checked.
+
+    Done on all the paths joined by newlines: the dataset folder's name (the first path's first part, on every row
+    as Stanford writes it) is dropped with one replace, and one regular-expression scan checks every path and
+    takes its patient. Python per path would be most of the read on 223,414 rows. A count short of the rows
+    finds the first bad one.
+    """
+    text = "\n".join(paths.tolist())
+    first = text[: text.find("/") + 1]
+    if first not in ("train/", "valid/"):
+        text = ("\n" + text).replace("\n" + first, "\n")[1:]
+    found = _FILMS.findall(text)
+    files = text.split("\n") if len(paths) else []
+    if len(found) != len(paths) or len(files) != len(paths):
+        i = next((i for i, p in enumerate(paths) if "\n" in str(p)), None) if len(files) != len(paths) else None
+        i = i if i is not None else next(i for i, f in enumerate(files) if not _FILMS.fullmatch(f))
         raise UserError(f"{source}, row {i + 2}, column 'Path': {paths[i]!r} is not a CheXpert film path "
                         f"(CheXpert-v1.0-small/train/patientNNNNN/studyK/viewV_frontal.jpg).")  # fmt: skip
-    if not found:
-        return np.empty(0, dtype=object), np.empty(0, dtype=np.int64)
-    pairs = np.array(found, dtype=object)
-    return pairs[:, 0], pairs[:, 1].astype(np.int64)
+    return np.array(files, dtype=object), np.array(found, dtype=np.int64) if found else np.empty(0, np.int64)

@@ -21,8 +21,10 @@ POSITIVE, NEGATIVE, UNCERTAIN = ("1", "1.0"), ("0", "0.0"), ("-1", "-1.0")
 UNCERTAIN_POLICIES = {"ignore": UNKNOWN, "zeros": 0, "ones": 1}
 
 
-def read_table(path: Path, what: str, labels: Sequence[str] = (), ints: Sequence[str] = ()) -> pd.DataFrame:
-    """A CSV (plain or .gz): `labels` columns as float32 (blank: NaN), `ints` as int64, the rest as text.
+def read_table(path: Path, what: str, labels: Sequence[str] = (), ints: Sequence[str] = (),
+               categories: Sequence[str] = ()) -> pd.DataFrame:  # fmt: skip
+    """A CSV (plain or .gz): `labels` columns as float32 (blank: NaN), `ints` as int64, `categories` (columns of
+    a few distinct values: sex, view) as pandas categoricals, parsed straight into codes, the rest as text.
 
     Label cells are parsed by pandas' C reader as numbers, the fast way to read millions of them; a cell that is
     not a number makes that fail, and the table is read again as text so that `label_matrix` names its row and
@@ -31,9 +33,10 @@ def read_table(path: Path, what: str, labels: Sequence[str] = (), ints: Sequence
     if not path.is_file():
         raise UserError(f"{what}: {path} does not exist.")
     numeric = {**dict.fromkeys(labels, "float32"), **dict.fromkeys(ints, "int64")}
+    typed = {**dict.fromkeys(categories, "category"), **numeric}
     try:
         try:
-            return pd.read_csv(path, dtype=defaultdict(lambda: object, numeric), keep_default_na=False,
+            return pd.read_csv(path, dtype=defaultdict(lambda: object, typed), keep_default_na=False,
                                na_values={c: [""] for c in labels})  # fmt: skip
         except ValueError:
             if not numeric:
@@ -59,7 +62,7 @@ def _read_header(path: Path, what: str) -> pd.Index:
 
 #: Every accepted text label cell -> its value before the uncertain policy (2 stands for "uncertain").
 _CELLS = {"": UNKNOWN, **dict.fromkeys(POSITIVE, 1), **dict.fromkeys(NEGATIVE, 0), **dict.fromkeys(UNCERTAIN, 2)}
-_BY_SLOT = np.array([UNKNOWN, 2, 0, 1], dtype=np.int8)  # blank, -1 (uncertain, as 2), 0, 1
+_NUMBERS = {1.0: 1, 0.0: 0, -1.0: 2}  # -1 is uncertain: 2 until the policy decides
 
 
 def label_matrix(frame: pd.DataFrame, columns: Sequence[str], path: Path, uncertain: str, row_offset: int = 2
@@ -72,14 +75,15 @@ def label_matrix(frame: pd.DataFrame, columns: Sequence[str], path: Path, uncert
     """
     if not columns:
         return np.zeros((len(frame), 0), dtype=np.int8)
-    block = frame[list(columns)]
-    if all(pd.api.types.is_float_dtype(t) for t in block.dtypes):
-        shown = block.to_numpy(dtype=np.float32)
-        slot = np.nan_to_num(shown, nan=-2.0) + 2  # blank 0, -1 -> 1, 0 -> 2, 1 -> 3; anything else off the table
-        whole = (slot == np.rint(slot)) & (slot >= 0) & (slot <= 3)
-        values = np.where(whole, _BY_SLOT[np.where(whole, slot, 0).astype(np.int8)], np.int8(9))
+    if all(pd.api.types.is_float_dtype(frame[c].dtype) for c in columns):
+        # Stacked column by column: the frame keeps its columns apart, and its own to_numpy interleaves slowly.
+        shown = np.column_stack([frame[c].to_numpy(dtype=np.float32) for c in columns])
+        values = np.full(shown.shape, 9, dtype=np.int8)
+        values[np.isnan(shown)] = UNKNOWN
+        for number, value in _NUMBERS.items():
+            values[shown == number] = value
     else:
-        shown = block.to_numpy(dtype=object)
+        shown = frame[list(columns)].to_numpy(dtype=object)
         codes, distinct = pd.factorize(shown.ravel())  # a handful of distinct spellings in millions of cells
         lookup = np.array([_CELLS.get(str(v), _CELLS.get(str(v).strip(), 9)) for v in distinct], dtype=np.int8)
         values = lookup[codes].reshape(shown.shape)
