@@ -54,8 +54,8 @@ def align(
     if not found:
         raise UserError(
             f"The model's findings ({', '.join(model_labels)}) and the data's labels ({', '.join(split.label_names)}) "
-            f"share none{'' if approximate else ', not even approximately with --approximate'}: there is nothing to "
-            f"score. See the README's label map."
+            f"share none{'' if approximate else ' exactly (--approximate adds the pairs that only roughly match)'}: "
+            f"there is nothing to score. See the README's label map."
         )
     probs = apply_temperature(logits, calibration.temperature if calibration else None)
     cols = [split.label_names.index(label) for label, _, _ in found]

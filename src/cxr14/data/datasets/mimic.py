@@ -63,10 +63,10 @@ def read(data_dir: Path, labels: str | None, uncertain: str, views: str, labeler
     rows = study_index.get_indexer(meta["study_id"])
     targets = np.where(rows[:, None] >= 0, study_labels[np.maximum(rows, 0)], UNKNOWN).astype(np.int8)
     split_index = pd.Index(split["dicom_id"])
-    at = split_index.get_indexer(meta["dicom_id"]) if split_index.is_unique else np.full(len(meta), -1)
     if not split_index.is_unique:
         raise UserError(f"{split_path} lists image {split_index[split_index.duplicated()][0]} twice; use the file as "
                         f"PhysioNet ships it.")  # fmt: skip
+    at = split_index.get_indexer(meta["dicom_id"])
     official = np.where(at >= 0, per_distinct(split["split"], lambda v: SPLITS.get(v.strip(), "?"))[at], "")
     if (official == "").any() or (official == "?").any():
         i = int(np.flatnonzero((official == "") | (official == "?"))[0])
