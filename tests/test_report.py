@@ -216,7 +216,7 @@ def test_missing_parts_say_so(evaluation: Path, tmp_path: Path) -> None:
     html = write_report(folder).read_text()
     assert "No curves: test_predictions.csv is not in the evaluation folder." in html
     assert "best validation mean AUROC 0.790 at epoch 3" in html  # the run folder's history, via the checkpoint name
-    assert "No thresholds stored with this model" in html and "No subgroup results" in html
+    assert "No thresholds stored with this model" in html and "carries no sex, age or view" in html
     assert "No temperature with this model" in html and "No localisation scores" in html
     assert "Subset of the split." not in html and "240 test images, not the 25,596" in html
     (run / "metrics.csv").unlink()

@@ -11,7 +11,17 @@ from dataclasses import MISSING, dataclass
 from pathlib import Path
 
 from cxr14.config.options import Options, check_writable, opt
-from cxr14.config.train import DATASETS, LABELERS, LOSSES, READERS, UNCERTAIN, VIEWS
+from cxr14.config.train import (
+    DATASETS,
+    LABELERS,
+    LOSSES,
+    READERS,
+    UNCERTAIN,
+    VIEWS,
+    negative_opt,
+    patient_pattern_opt,
+    patient_scope_opt,
+)
 from cxr14.errors import UserError
 
 #: What `cxr14 export` can write: a timm / Hugging Face folder, an ONNX graph.
@@ -34,8 +44,8 @@ class ScoringOptions(Options):
     default) can follow these; argparse lists these after the command's own options.
     """
 
-    dataset: str | None = opt(None, "the data's layout (default: the model's own): nih, csv, chexpert, mimic, "
-                              "padchest or vindr", choices=DATASETS)  # fmt: skip
+    dataset: str | None = opt(None, "the data's layout (default: the model's own): nih, csv, folder, chexpert, "
+                              "mimic, padchest or vindr", choices=DATASETS)  # fmt: skip
     labels: str | None = opt(None, "the data's labels to read, comma-separated (default: the model's own for its "
                              "own dataset, else all that can be scored)", metavar="A,B,C")  # fmt: skip
     uncertain: str | None = opt(None, "uncertain (-1) labels: ignore, zeros or ones (default: as the model was "
@@ -45,6 +55,9 @@ class ScoringOptions(Options):
                               choices=READERS)  # fmt: skip
     labeler: str | None = opt(None, "mimic: chexpert or negbio labels (default: as the model was trained)",
                               choices=LABELERS)  # fmt: skip
+    negative: str | None = negative_opt()
+    patient_pattern: str | None = patient_pattern_opt()
+    patient_scope: str | None = patient_scope_opt(None)
     approximate: bool = opt(False, "on another dataset, also score findings whose names match only approximately "
                             "(e.g. NIH Mass or Nodule against CheXpert's Lung Lesion), marked as such")  # fmt: skip
 
@@ -62,15 +75,31 @@ class ScoringOptions(Options):
 class EvaluateConfig(ScoringOptions):
     """`cxr14 evaluate`: a checkpoint and a data folder in, metrics with intervals and a report out."""
 
-    checkpoint: Path = opt(MISSING, MODEL_HELP, path="in_model")
+    checkpoint: Path | None = opt(None, f"{MODEL_HELP} (or an ensemble, or an export); or give --predictions",
+                                  path="in_model")  # fmt: skip
+    predictions: Path | None = opt(None, "instead of a model: a CSV of another tool's predictions on the split (an "
+                                   "image column and one probability column per finding, named as the data's labels "
+                                   "or as the label map spells them)", path="in_file")  # fmt: skip
     data_dir: Path = opt(Path("data"), "dataset folder (as for training)", path="in_dir")
-    split: str = opt("test", "which split to score (the run's own patient-wise split)", choices=("test", "val"))
-    out: Path | None = opt(None, "output folder (default: next to the checkpoint, eval-SPLIT-TIMESTAMP)",
-                           path="out_dir")  # fmt: skip
+    split: str = opt("test", "which split to score (the run's own patient-wise split; a predictions file's: the "
+                     "dataset's own, else a seeded one as training makes it with its defaults)",
+                     choices=("test", "val"))  # fmt: skip
+    out: Path | None = opt(None, "output folder (default: next to the checkpoint or predictions file, "
+                           "eval-SPLIT-TIMESTAMP)", path="out_dir")  # fmt: skip
+    intersect: bool = opt(False, "--predictions: when the file and the split are not of the same films, score the "
+                          "films in both (said in the output) instead of refusing")  # fmt: skip
     max_samples: int = opt(0, "score a seeded random subset of this many images (0 = the whole split)", min=0)
     n_resamples: int = opt(2000, "patient bootstrap resamples for the 95 percent intervals", min=100, max=100000)
     seed: int = opt(0, "seed of the bootstrap (and of --max_samples)", min=0)
     bbox: bool = opt(False, "score heatmaps against BBox_List_2017.csv (pointing game, IoU) and add a gallery")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if (self.checkpoint is None) == (self.predictions is None):
+            raise UserError("cxr14 evaluate scores a model (--checkpoint) or a file of predictions (--predictions): "
+                            f"give {'one of them' if self.checkpoint is None else 'only one of them'}.")  # fmt: skip
+        if self.predictions is not None and self.bbox:
+            raise UserError("--bbox scores a model's heatmaps; a predictions file has none. Leave out --bbox.")
 
 
 @dataclass(kw_only=True)
@@ -210,8 +239,11 @@ class PrepareConfig(Options):
     """`cxr14 prepare`: a data folder in, the resized uint8 cache that training reads out."""
 
     data_dir: Path = opt(Path("data"), "dataset folder", path="in_dir")
-    dataset: str = opt("nih", "the data's layout: nih, csv, chexpert, mimic, padchest or vindr (every film is "
-                       "cached, lateral ones too)", choices=DATASETS)  # fmt: skip
+    dataset: str = opt("nih", "the data's layout: nih, csv, folder, chexpert, mimic, padchest or vindr (every "
+                       "film is cached, lateral ones too)", choices=DATASETS)  # fmt: skip
+    negative: str | None = negative_opt()
+    patient_pattern: str | None = patient_pattern_opt()
+    patient_scope: str = patient_scope_opt("split")
     image_size: int = opt(384, "cache image side in px", min=16, max=4096)
     cache_dir: Path | None = opt(None, "where caches go (default: DATA_DIR/cache)", path="out_dir")
     csv: Path | None = opt(None, "nih: the metadata CSV if not in --data_dir; csv: the dataset's CSV",
@@ -267,8 +299,11 @@ class DownloadConfig(Options):
     """`cxr14 download`: NIH's metadata and archives into a data folder, or (--check) whether it is ready."""
 
     data_dir: Path = opt(Path("data"), "the dataset folder", path="in_dir")
-    dataset: str = opt("nih", "with --check: the folder's layout (nih, csv, chexpert, mimic, padchest, vindr); "
-                       "downloading is NIH's alone", choices=DATASETS, group=CHECK_GROUP)  # fmt: skip
+    dataset: str = opt("nih", "with --check: the folder's layout (nih, csv, folder, chexpert, mimic, padchest, "
+                       "vindr); downloading is NIH's alone", choices=DATASETS, group=CHECK_GROUP)  # fmt: skip
+    negative: str | None = negative_opt(group=CHECK_GROUP)
+    patient_pattern: str | None = patient_pattern_opt(group=CHECK_GROUP)
+    patient_scope: str = patient_scope_opt("split", group=CHECK_GROUP)
     csv: Path | None = opt(None, "with --check --dataset csv: the dataset's CSV", path="in_file", group=CHECK_GROUP)
     only: str | None = opt(None, "fetch only these archives, 1..12 (e.g. 1 or 1,2 or 3-12)", metavar="N,M-K")
     jobs: int = opt(3, "archives downloaded at once", min=1, max=12)

@@ -13,11 +13,30 @@ from cxr14.errors import UserError
 
 EMA_DECAY = 0.9998
 LOSSES = ("focal", "bce", "asl")
-DATASETS = ("nih", "csv", "chexpert", "mimic", "padchest", "vindr")
+DATASETS = ("nih", "csv", "folder", "chexpert", "mimic", "padchest", "vindr")
+PATIENT_SCOPES = ("split", "dataset")
 UNCERTAIN = ("ignore", "zeros", "ones")
 VIEWS = ("frontal", "all")
 READERS = ("any", "majority")
 LABELERS = ("chexpert", "negbio")
+
+
+def negative_opt(**extra: Any) -> Any:
+    """--negative: the folder reader's all-negative class (one declaration for every command that reads data)."""
+    return opt(None, "folder: the class folder whose films have no finding (default: the one named like normal or "
+               "no finding)", metavar="NAME", **extra)  # fmt: skip
+
+
+def patient_pattern_opt(**extra: Any) -> Any:
+    return opt(None, "folder: a regular expression finding the patient in each file name (its `patient` group, "
+               "else its first group), or kermany / nih for those sets' names; without it every film is its own "
+               "patient", metavar="REGEX", **extra)  # fmt: skip
+
+
+def patient_scope_opt(default: str | None, **extra: Any) -> Any:
+    return opt(default, "folder: patient ids read inside split folders are that split's own (split: the same id in "
+               "train and test is two people, as in Kermany's set), or the same person everywhere (dataset)",
+               choices=PATIENT_SCOPES, **extra)  # fmt: skip
 
 
 @dataclass
@@ -36,8 +55,9 @@ class TrainConfig(Options):
     learning_rate: float = opt(1e-4, "AdamW learning rate", gt=0)
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0)
     # Data.
-    dataset: str = opt("nih", "the data's layout: nih (ChestX-ray14), csv (your own: see --csv), chexpert, mimic "
-                       "(MIMIC-CXR-JPG), padchest or vindr (VinDr-CXR)", choices=DATASETS)  # fmt: skip
+    dataset: str = opt("nih", "the data's layout: nih (ChestX-ray14), csv (your own: see --csv), folder (one folder "
+                       "per class, optionally inside train/val/test), chexpert, mimic (MIMIC-CXR-JPG), padchest or "
+                       "vindr (VinDr-CXR)", choices=DATASETS)  # fmt: skip
     data_dir: Path = opt(Path("data"), "the dataset folder (NIH: Data_Entry_2017*.csv, the split lists and images/)",
                          path="in_dir")  # fmt: skip
     csv: Path | None = opt(None, "nih: the metadata CSV if not in --data_dir; csv: the dataset's CSV (path, optional "
@@ -50,6 +70,9 @@ class TrainConfig(Options):
     readers: str = opt("any", "vindr: a finding is positive when any, or a majority, of its three readers marked it",
                        choices=READERS)  # fmt: skip
     labeler: str = opt("chexpert", "mimic: the labels of the chexpert or the negbio labeller", choices=LABELERS)
+    negative: str | None = negative_opt()
+    patient_pattern: str | None = patient_pattern_opt()
+    patient_scope: str = patient_scope_opt("split")
     init: Path | None = opt(None, "fine-tune: start from this model (a best_model.pth, or an hf folder from cxr14 "
                             "export): its backbone, and its head's rows for labels of the same name",
                             path="in_model")  # fmt: skip
@@ -95,6 +118,8 @@ class TrainConfig(Options):
         "decision thresholds are chosen there in any case",
     )
     augment: bool = opt(True, "random rotation/scale/shift/brightness/contrast on the device")
+    aug_strength: float = opt(1.0, "multiplies every augmentation range (at 1: rotation 7 degrees, scale 8%%, shift "
+                              "5%%, brightness and contrast 10%%)", gt=0, max=5)  # fmt: skip
     hflip: bool = opt(False, "also flip left-right (moves the heart to the wrong side; off by default)")
     # Speed.
     channels_last: bool = opt(False, "channels-last memory format (faster convolutions on recent GPUs)")

@@ -66,6 +66,9 @@ def check_folder(data_dir: Path, deep: bool = False, workers: int | None = None,
 def inspect_folder(data_dir: Path, deep: bool, workers: int | None, progress: bool) -> FolderReport:
     """Look at everything training will look at; write the report's lines as it goes."""
     check_data_dir(data_dir)
+    from cxr14.data.datasets.detect import check_layout
+
+    check_layout("nih", data_dir)  # another dataset's folder is named as such, not reported as a broken NIH one
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers}: give at least 1 decoding process (default: all cores).")
     report = FolderReport(data_dir, lines=[f"checking {data_dir}", "metadata:"])

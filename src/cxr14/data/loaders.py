@@ -40,7 +40,7 @@ def read_metadata(cfg: TrainConfig | PrepareConfig, views: str | None = None) ->
     """The dataset's table of films, in the layout --dataset names (NIH's unless told otherwise)."""
     from cxr14.data.datasets import detect
 
-    if cfg.dataset != "csv":
+    if cfg.dataset not in ("csv", "folder"):  # those two say themselves what they expected
         check_data_dir(cfg.data_dir)
     detect.check_layout(cfg.dataset, cfg.data_dir)  # a folder of another layout is named before it is misread
     views = views or getattr(cfg, "views", "frontal")
@@ -51,6 +51,11 @@ def read_metadata(cfg: TrainConfig | PrepareConfig, views: str | None = None) ->
         from cxr14.data.datasets import table
 
         meta = table.read(cfg.csv, labels, uncertain)
+    elif cfg.dataset == "folder":
+        from cxr14.data.datasets import folder
+
+        opts = folder.FolderOptions(cfg.negative, cfg.patient_pattern, cfg.patient_scope or "split")
+        meta = folder.read(cfg.data_dir, labels, opts)
     elif cfg.dataset == "chexpert":
         from cxr14.data.datasets import chexpert
 
@@ -78,11 +83,7 @@ def read_metadata(cfg: TrainConfig | PrepareConfig, views: str | None = None) ->
 def load_splits(cfg: TrainConfig) -> dict[str, Split]:
     """Read the dataset and split it patient-wise, applying the sample caps."""
     meta = read_metadata(cfg)
-    splits = make_splits(meta, cfg.data_dir, cfg.val_fraction, cfg.seed, (cfg.max_train_samples,
-                                                                            cfg.max_test_samples))  # fmt: skip
-    if cfg.dataset != "nih":  # the user's own labels: one without both classes in training cannot be learnt
-        check_trainable(splits["train"].labels, splits["train"].label_names, f"{meta.source}")
-    return splits
+    return make_splits(meta, cfg.data_dir, cfg.val_fraction, cfg.seed, (cfg.max_train_samples, cfg.max_test_samples))
 
 
 def image_index(cfg: TrainConfig | PrepareConfig, meta_root: Path | None) -> Any:
@@ -199,6 +200,8 @@ def _kinds(paths: list[Path]) -> str:
 def build_datasets(cfg: TrainConfig, names: tuple[str, ...] = ("train", "val", "test")) -> dict[str, SplitData]:
     """The named splits' datasets (train / val / test), images resolved and missing ones handled."""
     splits = load_splits(cfg)
+    if "train" in names and cfg.dataset != "nih":  # the user's own labels: one with a single class cannot be learnt
+        check_trainable(splits["train"].labels, splits["train"].label_names, f"{cfg.csv or cfg.data_dir}")
     index = image_index(cfg, splits["train"].root)
     out = {}
     for name in names:

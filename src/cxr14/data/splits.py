@@ -31,6 +31,7 @@ class Split:
     label_names: tuple[str, ...]  # the dataset's label set
     capped_from: int | None = None  # the split's size before a --max_*_samples cap, when one applied
     root: Path | None = None  # where the images are, for datasets whose names are paths (Metadata.root)
+    by_image: bool = False  # the data names no patients: each image is its own (Metadata.by_image)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -38,14 +39,15 @@ class Split:
     def take(self, rows: np.ndarray) -> Split:
         d = self.demographics.take(rows)
         return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows], d, self.label_names,
-                     self.capped_from, self.root)  # fmt: skip
+                     self.capped_from, self.root, self.by_image)  # fmt: skip
 
     def rename(self, name: str) -> Split:
         return replace(self, name=name)
 
 
 def whole(meta: Metadata) -> Split:
-    return Split("all", meta.names, meta.labels, meta.patients, meta.demographics, meta.label_names, root=meta.root)
+    return Split("all", meta.names, meta.labels, meta.patients, meta.demographics, meta.label_names, root=meta.root,
+                 by_image=meta.by_image)
 
 
 def select(meta: Metadata, names: list[str], split_name: str, list_path: Path) -> Split:

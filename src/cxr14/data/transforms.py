@@ -27,6 +27,11 @@ class AugmentConfig:
     contrast: float = 0.1
     hflip: bool = False
 
+    def scaled(self, strength: float) -> AugmentConfig:
+        """Every range times `strength` (`--aug_strength`): 2 doubles the rotation, scale, shift and intensity."""
+        return AugmentConfig(self.rotate_deg * strength, self.scale * strength, self.translate * strength,
+                             self.brightness * strength, self.contrast * strength, self.hflip)  # fmt: skip
+
 
 class DeviceTransform:
     """uint8 [B, 1, S, S] on the device -> normalised float [B, C, S, S], optionally augmented."""

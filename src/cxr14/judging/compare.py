@@ -29,11 +29,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from cxr14 import __version__
 from cxr14.config import CompareConfig
 from cxr14.config.options import check_writable
 from cxr14.data.loaders import build_datasets
+from cxr14.data.metadata import Demographics
+from cxr14.data.splits import Split
 from cxr14.errors import UserError
 from cxr14.files import write_text
 from cxr14.judging.bootstrap import paired_resamples, patient_codes, percentile_interval, resample_means
@@ -56,6 +59,12 @@ class Scored:
     targets: np.ndarray  # int8 [N, K]: 1, 0 or UNKNOWN
     probs: np.ndarray  # float64 [N, K]
     checkpoint: Path | None = None  # what can be scored again when reused predictions do not fit
+
+    def as_split(self, name: str) -> Split:
+        """These images, patients and labels as a split (no demographics), to score a predictions file on."""
+        n = len(self.images)
+        unknown = Demographics(np.full(n, ""), np.full(n, -1), np.full(n, ""))
+        return Split(name, self.images, self.targets, self.patients, unknown, self.labels)
 
     def take(self, images: np.ndarray, labels: tuple[str, ...]) -> Scored:
         """The rows of `images` (in that order) and the columns of `labels`."""
@@ -96,6 +105,34 @@ def read_predictions(path: Path, name: str, split: str) -> Scored:
     )  # fmt: skip
 
 
+def is_predictions_file(spec: Path) -> bool:
+    """A CSV of another tool's predictions (`judging.external`), as opposed to a model or a folder."""
+    return spec.suffix.lower() == ".csv" and spec.is_file()
+
+
+def score_file(spec: Path, name: str, cfg: CompareConfig, reference: Scored | None) -> Scored:
+    """A predictions file on the films the other models were scored on (`reference`), or, when every model is a
+    file, on cfg.split of --data_dir as --dataset reads it (training's defaults for a seeded split)."""
+    from cxr14.data.loaders import load_splits
+    from cxr14.judging.evaluate import file_data_config
+    from cxr14.judging.external import on_split, read_file
+    from cxr14.judging.mapping import align as map_labels
+
+    file = read_file(spec)
+    if reference is not None:
+        split = reference.as_split(cfg.split)
+    elif cfg.data_dir is None:
+        raise UserError(f"{spec} is a file of predictions: pass --data_dir (and --dataset) for the films and labels it "
+                        f"is scored against, or compare it with a model scored there.")  # fmt: skip
+    else:
+        split = load_splits(file_data_config(cfg))[cfg.split]
+    split, logits, record = on_split(file, split, cfg.intersect)
+    split, logits, _, _ = map_labels(file.labels, split, logits, None, cfg.approximate)
+    how = f"predictions file {spec} (sha256 {file.sha256[:12]}), {record['scored']:,} films"
+    return Scored(name, how, split.names, split.patients, split.label_names, split.labels.astype(np.int8),
+                  expit(logits))  # fmt: skip
+
+
 def score_on_data(spec: Path, name: str, cfg: CompareConfig) -> Scored:
     """A model scored on cfg.split of cfg.data_dir through the one inference pass, split as its run split it."""
     from cxr14.judging.evaluate import data_config_for, predict_split
@@ -123,12 +160,24 @@ def gather(cfg: CompareConfig) -> list[Scored]:
     (say, runs whose --max_test_samples drew different subsets), each folder with a checkpoint is scored on
     --data_dir, so that all end up on the whole split.
     """
-    scored: list[Scored] = []
+    scored: list[Scored | None] = []
     reused: list[bool] = []
     for spec in cfg.models:
         found = predictions_file(spec, cfg.split)
-        scored.append(read_predictions(found, str(spec), cfg.split) if found else score_on_data(spec, str(spec), cfg))
+        if is_predictions_file(spec):  # scored below, on the others' films
+            scored.append(None)
+        else:
+            scored.append(read_predictions(found, str(spec), cfg.split) if found else score_on_data(spec, str(spec),
+                                                                                                   cfg))  # fmt: skip
         reused.append(found is not None)
+    models = [s for s in scored if s is not None]
+    scored = [s or score_file(spec, str(spec), cfg, models[0] if models else None)
+              for s, spec in zip(scored, cfg.models, strict=True)]  # fmt: skip
+    return _rescore_differing(scored, reused, cfg)
+
+
+def _rescore_differing(scored: list[Scored], reused: list[bool], cfg: CompareConfig) -> list[Scored]:
+    """Reused predictions of other images than the reference's, scored again from their checkpoints."""
     fresh = [s for s, r in zip(scored, reused, strict=True) if not r]
     reference = set((fresh or scored)[0].images)
     differ = [i for i, s in enumerate(scored) if reused[i] and set(s.images) != reference]

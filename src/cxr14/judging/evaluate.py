@@ -33,7 +33,7 @@ from cxr14.judging.calibration import expected_calibration_error, reliability_bi
 from cxr14.judging.mapping import align
 from cxr14.judging.metrics import auroc_columns, mean_defined, merge_json, optional
 from cxr14.judging.report import write_report
-from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES
+from cxr14.judging.report.published import OFFICIAL_TEST_IMAGES, images_fingerprint
 from cxr14.judging.subgroups import demographic_groups, subgroup_aurocs
 from cxr14.judging.thresholds import choose_on_validation, operating_point
 from cxr14.model.decision import ValidationChoice, apply_temperature
@@ -42,6 +42,8 @@ from cxr14.model.inference import Predictions, predict
 from cxr14.model.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
+#: The dataset options a scoring command takes from the model's run unless given (`data_config_for`).
+DATA_OPTIONS = ("labels", "uncertain", "views", "readers", "labeler", "negative", "patient_pattern", "patient_scope")
 PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "n_unknown", "threshold",
                     "sensitivity", "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
 
@@ -121,7 +123,9 @@ def score(
     metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
     metrics["ood"] = ood_record(targets, probs, ood, names)
     metrics["sample"] = sample_note(split)
-    metrics["data"] = data
+    metrics["data"] = {**data, "images_sha256": images_fingerprint(split.names),
+                       "patients": "none named: every image is its own patient, so the split and the intervals are "
+                       "by image" if split.by_image else "as the data names them"}  # fmt: skip
     metrics["created"] = time.strftime("%Y-%m-%d %H:%M:%S")
     metrics["cxr14_version"] = __version__
     print(format_intervals(boot, f"{split.name} split: AUROC with {scoring.level:.0%} patient-bootstrap intervals"))
@@ -197,10 +201,11 @@ def data_config_for(cfg: EvaluateConfig | CompareConfig | FitGateConfig, state_c
     options; a --dataset other than the run's reads that dataset whole (its own labels, unless --labels)."""
     own = state_config.get("dataset", "nih")
     dataset = getattr(cfg, "dataset", None) or own
-    keep = {k: state_config.get(k) for k in ("labels", "uncertain", "views", "readers", "labeler") if k in state_config}
+    keep = {k: state_config.get(k) for k in DATA_OPTIONS if k in state_config}
     if dataset != own:
-        keep.pop("labels", None)
-    given = {k: getattr(cfg, k, None) for k in ("labels", "uncertain", "views", "readers", "labeler")}
+        for k in ("labels", "negative", "patient_pattern"):  # they name the model's own data's classes and files
+            keep.pop(k, None)
+    given = {k: getattr(cfg, k, None) for k in DATA_OPTIONS}
     csv = cfg.csv or (Path(state_config["csv"]) if dataset == own and state_config.get("csv") else None)
     return TrainConfig.from_json(
         state_config,
@@ -219,18 +224,32 @@ def data_config_for(cfg: EvaluateConfig | CompareConfig | FitGateConfig, state_c
 
 
 def default_out(cfg: EvaluateConfig) -> Path:
-    """eval-SPLIT-TIMESTAMP beside the checkpoint (an ensemble's: beside its first member, or its manifest)."""
-    first = Path(str(cfg.checkpoint).split(",")[0])
+    """eval-SPLIT-TIMESTAMP beside the checkpoint (an ensemble's: beside its first member, or its manifest) or the
+    predictions file."""
+    first = Path(str(cfg.checkpoint or cfg.predictions).split(",")[0])
     return first.parent / f"eval-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
+def file_data_config(cfg: EvaluateConfig | CompareConfig) -> TrainConfig:
+    """The data settings for scoring a predictions file: no run to take them from, so this command's dataset
+    options over training's defaults (a seeded split, where the data has none of its own, is training's)."""
+    given = {k: getattr(cfg, k) for k in DATA_OPTIONS if getattr(cfg, k, None) is not None}
+    return TrainConfig(dataset=cfg.dataset or "nih", data_dir=cfg.data_dir, csv=cfg.csv, cache_dir=cfg.cache_dir,
+                       max_train_samples=0, max_test_samples=cfg.max_samples if cfg.split == "test" else 0,
+                       on_bad_image=cfg.on_bad_image, progress=cfg.progress, **given)  # fmt: skip
+
+
 def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
-    """`cxr14 evaluate`: score a checkpoint on a split of a data folder and write the outputs."""
+    """`cxr14 evaluate`: score a checkpoint (or a file of predictions) on a split of a data folder; write the
+    outputs."""
     out = cfg.out or default_out(cfg)
     if cfg.out is None:
-        check_writable("--out (by default beside the checkpoint)", out, folder=True)
+        check_writable(f"--out (by default beside the {'checkpoint' if cfg.checkpoint else 'predictions'})", out,
+                       folder=True)  # fmt: skip
     if (out / "metrics.json").exists():
         raise UserError(f"{out} already holds an evaluation (metrics.json); pass another --out.")
+    if cfg.predictions is not None:
+        return evaluate_file(cfg, out)
     if cfg.bbox:
         from cxr14.judging.evaluate_boxes import find_boxes
 
@@ -264,6 +283,28 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         members = [Path(m.card["checkpoint"]) for m in model.members]
         manifest = write_manifest(out, members, model.calibration, model.card["thresholds_chosen_on"])
         log.info("ensemble manifest with its validation thresholds: %s (cxr14 predict/serve --checkpoint it)", manifest)
+    log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
+    return metrics
+
+
+def evaluate_file(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
+    """`cxr14 evaluate --predictions FILE`: another tool's probabilities judged as a model's are, on the same split.
+
+    Only the split's labels and patients are read (no image is opened); the file's rows are matched to the
+    split's films and its columns to the split's labels through the label map."""
+    from cxr14.data.loaders import load_splits
+    from cxr14.judging.external import on_split, read_file
+
+    file = read_file(cfg.predictions)
+    train_cfg = file_data_config(cfg)
+    split, logits, record = on_split(file, load_splits(train_cfg)[cfg.split], cfg.intersect)
+    split, logits, _, alignment = align(file.labels, split, logits, None, cfg.approximate)
+    log.info("%s: %d films of the %s split, findings %s", file.path, len(split), split.name,
+             "; ".join(f"{d} <- {'/'.join(m)}" for d, m, _ in alignment.pairs))  # fmt: skip
+    metrics = score(split, logits, None, Scoring(cfg.n_resamples, cfg.seed), data_record(train_cfg))
+    metrics["label_map"] = alignment.to_json()
+    metrics["predictions_file"] = record
+    write_outputs(out, metrics, split, apply_temperature(logits), file.card())
     log.info("evaluation written to %s (metrics.json, per_class.csv, %s_predictions.csv, report.html)", out, split.name)
     return metrics
 

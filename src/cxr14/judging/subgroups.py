@@ -37,9 +37,10 @@ Groups = dict[str, dict[str, np.ndarray]]
 def demographic_groups(sex: Any = None, age: Any = None, view: Any = None) -> Groups:
     """Boolean image masks per attribute: {"sex": {"M", "F"}, "age": {bands}, "view": {"PA", "AP"}}.
 
-    Attributes given as None are left out. Images that fit no group (another sex code, an age that is
-    missing, negative or above MAX_AGE, another view) go to an "unknown" group, present only when not
-    empty, so each attribute's groups always add up to every image.
+    Attributes given as None are left out, and so is one that no image carries (a dataset without ages has no
+    age groups, not one "unknown" group of every image). Images that fit no group (another sex code, an age that
+    is missing, negative or above MAX_AGE, another view) go to an "unknown" group, present only when not empty,
+    so each attribute's groups always add up to every image.
     """
     groups: Groups = {}
     if sex is not None:
@@ -51,7 +52,8 @@ def demographic_groups(sex: Any = None, age: Any = None, view: Any = None) -> Gr
         valid = np.isfinite(years) & (years >= 0) & (years <= MAX_AGE)
         groups["age"] = {name: valid & (years >= lo) & (years < hi) for name, lo, hi in AGE_BANDS}
         _add_unknown(groups["age"], len(years))
-    return groups
+    return {attribute: masks for attribute, masks in groups.items()
+            if any(mask.any() for group, mask in masks.items() if group != UNKNOWN)}
 
 
 def _by_value(values: np.ndarray, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

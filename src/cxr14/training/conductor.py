@@ -152,8 +152,10 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(loaders["train"]) // cfg.accum_steps)
     scheduler = make_scheduler(cfg, optimizer, steps_per_epoch)
-    ema = ModelEmaV3(unwrap(model), decay=cfg.ema) if cfg.ema else None
-    aug = AugmentConfig(hflip=cfg.hflip) if cfg.augment else None
+    # Warm-up: the average's decay grows with the step (timm's 1 - (1 + step)^(-2/3), capped at --ema), so a short
+    # run's average is not still carrying the random initial weights at its end (0.9998^2000 = 67% of them).
+    ema = ModelEmaV3(unwrap(model), decay=cfg.ema, use_warmup=True) if cfg.ema else None
+    aug = AugmentConfig(hflip=cfg.hflip).scaled(cfg.aug_strength) if cfg.augment else None
     d = data_config
     stepper = Stepper(
         model,

@@ -2,6 +2,7 @@
 
     common.py    label cells, uncertain labels, paths kept inside their folder, demographics, checks
     table.py     --dataset csv: any labelled set described by one CSV
+    folder.py    --dataset folder: one folder per class, optionally inside train/val/test folders
     chexpert.py  CheXpert v1.0 and v1.0-small (Stanford)
     mimic.py     MIMIC-CXR-JPG 2.x (PhysioNet)
     padchest.py  PadChest (BIMCV)

@@ -30,6 +30,12 @@ def check_layout(dataset: str, data_dir: Path) -> None:
     if dataset == "csv":
         return
     found = detect(data_dir)
+    if not found and dataset != "folder":
+        from cxr14.data.datasets import folder
+
+        if folder.looks_like(data_dir):
+            raise UserError(f"{data_dir} holds class folders (or train/val/test folders of them), not {dataset}'s "
+                            f"files: pass --dataset folder.")  # fmt: skip
     if found and dataset not in found:
         other = found[0]
         what = next(w for n, _, w in SIGNATURES if n == other)

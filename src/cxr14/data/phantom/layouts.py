@@ -24,7 +24,7 @@ from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.labels import NIH_LABELS, SAME
 
-LAYOUTS = ("nih", "csv", "chexpert", "mimic", "padchest", "vindr")
+LAYOUTS = ("nih", "csv", "folder", "chexpert", "mimic", "padchest", "vindr")
 FORMAT_VERSION = 1
 #: The csv layout's three labels of its own: two named as NIH's (fine-tuning keeps those rows), one new.
 CSV_LABELS = {"Cardiomegaly": ("Cardiomegaly",), "Effusion": ("Effusion",), "Opacity": ("Infiltration",
@@ -104,6 +104,17 @@ def write_csv(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, di
         rows.append([f"images/{name}", f"P{p:05d}", split, meta[5], meta[4], meta[6], *cells])
         tasks.append((out / "images" / name, i, cohort.labels[i], size, seed, False, (), "png"))
     return tasks, {"dataset.csv": _csv(rows)}
+
+
+def write_folder(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, dict]:
+    """train/ and test/ folders of class folders, NORMAL (no finding) and ABNORMAL (any), as image sets are often
+    shared; NIH's file names, so that `--patient_pattern nih` finds the patients. No metadata file at all."""
+    tasks = []
+    for i, name in enumerate(cohort.names):
+        part = "test" if cohort.is_test[i] else "train"
+        kind = "ABNORMAL" if cohort.labels[i].any() else "NORMAL"
+        tasks.append((out / part / kind / name, i, cohort.labels[i], size, seed, False, (), "png"))
+    return tasks, {}
 
 
 def write_chexpert(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, dict]:
@@ -242,8 +253,8 @@ def write_vindr(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, 
 
 
 WRITERS: dict[str, Callable[[Path, Cohort, int, int], tuple[list, dict]]] = {
-    "csv": write_csv, "chexpert": write_chexpert, "mimic": write_mimic, "padchest": write_padchest,
-    "vindr": write_vindr,
+    "csv": write_csv, "folder": write_folder, "chexpert": write_chexpert, "mimic": write_mimic,
+    "padchest": write_padchest, "vindr": write_vindr,
 }  # fmt: skip
 
 

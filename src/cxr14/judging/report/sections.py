@@ -19,7 +19,7 @@ from cxr14.judging.report.page import (
     table,
     with_interval,
 )
-from cxr14.judging.report.published import LEAKAGE_AUDIT_ABOVE, NOTE, OFFICIAL_TEST_IMAGES, PUBLISHED
+from cxr14.judging.report.published import LEAKAGE_AUDIT_ABOVE, NIH, OFFICIAL_TEST_IMAGES, Benchmark, benchmark_for
 from cxr14.judging.report.sources import ReportInputs, label_names, read_gallery_image
 
 NOT_A_DEVICE = "Research tool, not a diagnostic device."
@@ -99,7 +99,8 @@ def header(inputs: ReportInputs) -> Html:
         f"{m.get('n_images', 0):,} images of {m.get('n_patients', 0):,} patients)</span></p>",
         para(
             f"cxr14 {m.get('cxr14_version', '?')} evaluation, {m.get('created', 'date unknown')}; "
-            f"checkpoint {card.get('checkpoint', 'unknown')}.",
+            + (f"predictions file {card['predictions']}." if card.get("predictions") else
+               f"checkpoint {card.get('checkpoint', 'unknown')}."),
             "muted",
         ),
         f'<p class="notice" role="note"><strong>{NOT_A_DEVICE}</strong> {esc(NOT_A_DEVICE_WHY)}</p>',
@@ -140,7 +141,8 @@ def per_finding(inputs: ReportInputs) -> Section:
             f"a finding called when {th.get('decision', 'probability >= threshold')}."
         )
     else:
-        rule = "No thresholds stored with this model: no operating points (n/a)."
+        rule = ("A predictions file brings no thresholds" if from_file(m) else "No thresholds stored with this "
+                "model") + ": no operating points (n/a)."
     body = [
         table(
             f"AUROC per finding with its {level_text(m)}; operating points at the validation thresholds",
@@ -184,7 +186,14 @@ def curves(inputs: ReportInputs) -> Section:
     return Section("curves", "ROC and precision-recall curves", Html(intro + grid(cards)))
 
 
-def training(inputs: ReportInputs) -> Section:
+def from_file(metrics: dict[str, Any]) -> bool:
+    """Whether the evaluation scored a predictions file (no model: no training, no gate)."""
+    return bool((metrics.get("model") or {}).get("predictions"))
+
+
+def training(inputs: ReportInputs) -> Section | None:
+    if from_file(inputs.metrics):
+        return None
     part = inputs.history
     if part.value is None:
         return Section("training", "Training curves", para(part.missing, "warn"))
@@ -231,7 +240,9 @@ def subgroups(inputs: ReportInputs) -> Section:
             )
             marks.append((f"{attribute}: {group} (n={r.get('n_images', 0):,})", r.get("mean_auroc"), low, high))
     if not rows:
-        return Section("subgroups", "Subgroups", para("No subgroup results in this evaluation.", "warn"))
+        text = "No subgroup results in this evaluation." if "groups" not in sub else \
+            "This data carries no sex, age or view for its films: there are no subgroups to compare."  # fmt: skip
+        return Section("subgroups", "Subgroups", para(text, "warn" if "groups" not in sub else "muted"))
     alt = "Mean AUROC with interval per subgroup: " + "; ".join(f"{r[0]} {r[3]} [{r[4]}]" for r in rows) + "."
     plot = (
         figure(
@@ -289,9 +300,11 @@ def calibration(inputs: ReportInputs) -> Section:
     return Section("calibration", "Calibration", Html("".join(body)))
 
 
-def unusual(inputs: ReportInputs) -> Section:
+def unusual(inputs: ReportInputs) -> Section | None:
     """How many films the out-of-distribution gate flags, and the AUROCs without them."""
     title = "Films unlike the training data"
+    if from_file(inputs.metrics):
+        return None
     ood = inputs.metrics.get("ood")
     if not ood:
         return Section("ood", title, para("This model carries no out-of-distribution gate (cxr14 fit_gate adds it): "
@@ -310,9 +323,11 @@ def unusual(inputs: ReportInputs) -> Section:
     return Section("ood", title, Html("".join(body)))
 
 
-def adjudicated(inputs: ReportInputs) -> Section:
+def adjudicated(inputs: ReportInputs) -> Section | None:
     adj = inputs.metrics.get("adjudicated")
     title = "Radiologists' reads"
+    if not adj and not is_nih(inputs.metrics):
+        return None  # Google's adjudicated labels are of NIH's films
     if not adj:
         return Section(
             "radiologists",
@@ -361,9 +376,11 @@ def adjudicated(inputs: ReportInputs) -> Section:
     return Section("radiologists", title, Html("".join(body)))
 
 
-def localisation(inputs: ReportInputs) -> Section:
+def localisation(inputs: ReportInputs) -> Section | None:
     loc = inputs.metrics.get("localisation")
     title = "Localisation"
+    if not loc and not is_nih(inputs.metrics):
+        return None  # boxes come with NIH's box list (or a phantom's)
     if not loc:
         return Section(
             "localisation",
@@ -424,6 +441,7 @@ CARD_CONFIG = (
     "warmup_epochs",
     "ema",
     "augment",
+    "aug_strength",
     "hflip",
     "calibrate",
     "precision",
@@ -439,6 +457,18 @@ def model_card(inputs: ReportInputs) -> Section:
     listed = data.get("lists") or "not recorded"
     if "lists" not in data and scored_total(m) == OFFICIAL_TEST_IMAGES and m.get("split") == "test":
         listed = "official (the test list's 25,596 images)"
+    scored = [
+        ["data folder", data.get("data_dir") or config.get("data_dir", "unknown")],
+        ["split scored", f"{m.get('split', '?')}: {m.get('n_images', 0):,} images of {m.get('n_patients', 0):,} "
+                         f"patients"],
+        ["lists", listed],
+        ["patients", data.get("patients", "as the data names them")],
+    ]  # fmt: skip
+    if card.get("predictions"):  # `cxr14 evaluate --predictions`: a file, not a model
+        rows = [["predictions file", card["predictions"]], ["sha256", card.get("sha256", "?")],
+                ["columns scored", ", ".join(card.get("labels") or [])], *scored,
+                ["evaluated", m.get("created", "unknown")], ["cxr14 version", m.get("cxr14_version", "unknown")]]
+        return Section("card", "What was scored", table("The predictions file", ["item", "value"], rows, 99))
     rows = [
         ["model", card.get("model", "unknown")],
         ["image size", f"{card.get('image_size', '?')} px, {card.get('in_chans', '?')} channel(s)"],
@@ -447,12 +477,7 @@ def model_card(inputs: ReportInputs) -> Section:
         ["validation mean AUROC", num(card.get("validation_mean_auroc"))],
         ["checkpoint", card.get("checkpoint", "unknown")],
         ["trained", card.get("trained", "unknown")],
-        ["data folder", data.get("data_dir") or config.get("data_dir", "unknown")],
-        [
-            "split scored",
-            f"{m.get('split', '?')}: {m.get('n_images', 0):,} images of {m.get('n_patients', 0):,} patients",
-        ],
-        ["lists", listed],
+        *scored,
         *[[f"config: {k}", _plain(config[k])] for k in CARD_CONFIG if k in config],
         ["evaluated", m.get("created", "unknown")],
         ["cxr14 version", m.get("cxr14_version", "unknown")],
@@ -466,29 +491,43 @@ def _plain(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def published(inputs: ReportInputs) -> Section:
+def published(inputs: ReportInputs) -> Section | None:
+    """The published results measured on the same findings and films, beside this evaluation's; left out where none
+    is known (a figure from another dataset would mislead even with a caveat under it)."""
     m = inputs.metrics
-    status, warn = comparability(m)
-    low, high = ci(m)
-    rows = [[p.model, p.split, p.mean_auroc, p.source] for p in PUBLISHED]
-    rows.append(
-        [
-            f"this evaluation ({(m.get('model') or {}).get('model', 'model')})",
-            m.get("split", "?"),
-            with_interval(m.get("mean_auroc"), low, high),
-            "this report",
-        ]
-    )
-    body = [
-        table("Published mean AUROC over the 14 findings", ["model", "split", "mean AUROC", "source"], rows, 99),
-        para(NOTE, "muted"),
-        para(status, "warn" if warn else "notice"),
-    ]
+    bench = benchmark_for(m)
+    if bench is None:
+        return None
+    rows = [[p.model, p.split, *p.figures, p.source] for p in bench.rows]
+    rows.append([f"this evaluation ({(m.get('model') or {}).get('model', 'model')})", m.get("split", "?"),
+                 *_own_figures(m, bench), "this report"])  # fmt: skip
+    body = [table(bench.caption, ["model", "split", *bench.columns, "source"], rows, 99), para(bench.note, "muted")]
+    if bench is NIH:
+        status, warn = comparability(m)
+        body.append(para(status, "warn" if warn else "notice"))
     return Section("published", "Published results", Html("".join(body)))
 
 
+def _own_figures(m: dict[str, Any], bench: Benchmark) -> list[str]:
+    """This evaluation's figures in the benchmark's columns: the (mean) AUROC with its interval; accuracy,
+    sensitivity and specificity at the validation threshold of its one finding."""
+    low, high = ci(m)
+    out = [with_interval(m.get("mean_auroc"), low, high)]
+    if len(bench.columns) > 1:
+        row = next(iter(m["per_class"].values()), {})
+        counts = [row.get(k) for k in ("tp", "fp", "tn", "fn")]
+        accuracy = (counts[0] + counts[2]) / sum(counts) if None not in counts and sum(counts) else None
+        out += [pct(accuracy), pct(row.get("sensitivity")), pct(row.get("specificity"))]
+    return out
+
+
 def sections(inputs: ReportInputs) -> list[Section]:
-    """Every section, in page order."""
+    """Every section that applies to this evaluation, in page order."""
     builders = (per_finding, curves, training, subgroups, calibration, unusual, adjudicated, localisation, model_card,
                 published)
-    return [build(inputs) for build in builders]
+    return [section for build in builders if (section := build(inputs)) is not None]
+
+
+def is_nih(metrics: dict[str, Any]) -> bool:
+    """Whether the scored data is NIH ChestX-ray14's (its radiologists' reads and boxes can exist)."""
+    return (metrics.get("data") or {}).get("dataset", "nih") == "nih"
