@@ -142,3 +142,31 @@ def second_run(phantom_run: tuple[Path, Path], tmp_path_factory: pytest.TempPath
                       learning_rate=2e-3, weight_decay=0.05, loss="bce", patience=3, seed=1, device="cpu",
                       progress=False))  # fmt: skip
     return out
+
+
+# --- real films: Kermany et al.'s pediatric set, a fixed subset (tests/data/kermany_subset, CC BY 4.0) ----------
+
+KERMANY = REPO / "tests" / "data" / "kermany_subset"
+FOLDER = ("--dataset", "folder", "--data_dir", str(KERMANY), "--patient_pattern", "kermany")
+#: The recipe of the real-film tests: convnext_atto at 64 px, a few epochs on 240 training films (about 10 s each).
+TRAIN = ("--model", "convnext_atto", "--image_size", "64", "--num_epochs", "8", "--batch_size", "32",
+         "--learning_rate", "2e-3", "--sched", "cosine", "--val_fraction", "0.2", "--max_train_samples", "0",
+         "--max_test_samples", "0", "--num_workers", "0", "--device", "cpu", "--no-progress")  # fmt: skip
+
+
+def train_kermany(out: Path, seed: int) -> Path:
+    done = run_cli("main.py", *FOLDER, *TRAIN, "--seed", str(seed), "--output_dir", str(out),
+                   "--cache_dir", str(out.parent / "cache"))  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def kermany_runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Two models trained from scratch on real pediatric films (tests/data/kermany_subset), seeds 0 and 1, through
+    the real CLI (the cache made once by `cxr14 prepare`). Read them, never write into them."""
+    root = tmp_path_factory.mktemp("kermany")
+    done = run_cli("-m", "cxr14", "prepare", *FOLDER, "--image_size", "64", "--cache_dir", str(root / "cache"),
+                   "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    return [train_kermany(root / f"seed{seed}", seed) for seed in (0, 1)]

@@ -258,8 +258,10 @@ def check_dataset(cfg: Any) -> None:
     """`cxr14 download --check --dataset X` for the datasets other than NIH: the metadata reads cleanly (every
     file, row and column checked as training reads them) and every film it lists is in the folder."""
     from cxr14.data.loaders import image_index, read_metadata
+    from cxr14.data.splits import make_splits
 
     meta = read_metadata(cfg, views="all")
+    make_splits(meta, cfg.data_dir, 0.1, 0, (None, None))  # a patient in two of the data's own splits is refused
     index = image_index(cfg, meta.root)
     missing = [n for n in meta.names if n not in index]
     lines = [
