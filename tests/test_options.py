@@ -154,3 +154,30 @@ def test_every_bad_option_is_refused_by_name_before_work(
     assert code == 2, err
     assert err.startswith(f"cxr14 {command}: error: ") and named in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # refused before anything was written
+
+
+def test_a_preset_fills_the_defaults_and_given_options_win() -> None:
+    """--preset replaces the plain defaults; an option on the command line wins, even at the plain default's value."""
+    from cxr14.cli import build_parser, subparser
+    from cxr14.config import PRESETS, TrainConfig, from_args, parse_with_preset
+
+    parser = build_parser()
+    argv = ["train", "--preset", "small_real", "--image_size", "384", "--seed", "3"]
+    cfg = from_args(TrainConfig, parse_with_preset(parser, argv, subparser(parser, "train")))
+    preset = PRESETS["small_real"]
+    assert cfg.image_size == 384 and cfg.seed == 3 and cfg.preset == "small_real"  # given: kept (384 is the default)
+    keys = ("model", "num_epochs", "ema", "aug_strength")
+    assert [getattr(cfg, k) for k in keys] == [preset[k] for k in keys]
+    plain = from_args(TrainConfig, parse_with_preset(parser, ["train"], subparser(parser, "train")))
+    assert plain.model == "convnext_base" and plain.image_size == 384 and plain.preset is None
+    assert TrainConfig.from_preset("small_real", seed=3).model == preset["model"]
+
+
+def test_evaluate_needs_a_model_or_a_predictions_file(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["evaluate", "--data_dir", str(tmp_path)]) == 2
+    assert "(--checkpoint) or a file of predictions (--predictions): give one of them" in capsys.readouterr().err
+    (tmp_path / "p.csv").write_text("image,Effusion\n")
+    assert main(["evaluate", "--predictions", str(tmp_path / "p.csv"), "--checkpoint", "m.pth"]) == 2
+    assert "give only one of them" in capsys.readouterr().err
+    assert main(["evaluate", "--predictions", str(tmp_path / "p.csv"), "--bbox"]) == 2
+    assert "a predictions file has none" in capsys.readouterr().err

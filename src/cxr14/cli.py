@@ -32,6 +32,7 @@ from cxr14.config import (
     TrainConfig,
     add_arguments,
     from_args,
+    parse_with_preset,
 )
 from cxr14.errors import Stopped, UserError
 
@@ -221,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The parser of one command (to set a --preset's defaults on)."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[name]
+
+
 def run(c: Command, args: argparse.Namespace) -> int:
     """Build the command's config and call it; user errors become one paragraph on stderr and exit status 2.
 
@@ -261,5 +268,6 @@ def _report_to_torchrun(message: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_with_preset(parser, argv, subparser(parser, "train"))
     return run(args.command, args)

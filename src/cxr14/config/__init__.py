@@ -22,12 +22,13 @@ from cxr14.config.commands import (
     ServeConfig,
 )
 from cxr14.config.options import Options, add_arguments, check_ranges, from_args, opt
-from cxr14.config.train import EMA_DECAY, LOSSES, TrainConfig
+from cxr14.config.train import EMA_DECAY, LOSSES, PRESETS, TrainConfig, parse_with_preset
 
 __all__ = [
     "EMA_DECAY",
     "EXPORT_FORMATS",
     "LOSSES",
+    "PRESETS",
     "CompareConfig",
     "DemoConfig",
     "DownloadConfig",
@@ -45,4 +46,5 @@ __all__ = [
     "check_ranges",
     "from_args",
     "opt",
+    "parse_with_preset",
 ]

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,20 @@ UNCERTAIN = ("ignore", "zeros", "ones")
 VIEWS = ("frontal", "all")
 READERS = ("any", "majority")
 LABELERS = ("chexpert", "negbio")
+
+
+#: Named sets of training options, for `--preset NAME`: they replace the defaults, and every option given on the
+#: command line still wins. small_real: a few thousand real films on a CPU, from scratch (chosen on validation
+#: on Kermany et al.'s pediatric set; the README's real-film results).
+PRESETS: dict[str, dict[str, Any]] = {
+    "small_real": {"model": "convnext_atto", "image_size": 128, "num_epochs": 24, "sched": "cosine",
+                   "warmup_epochs": 1, "learning_rate": 2e-3, "weight_decay": 0.05, "ema": 0.998, "aug_strength": 2.0,
+                   "loss": "bce", "batch_size": 64, "patience": 24, "max_train_samples": 0, "max_test_samples": 0},
+}  # fmt: skip
+
+
+def _describe(options: dict[str, Any]) -> str:
+    return " ".join(f"--{k} {v}" for k, v in options.items())
 
 
 def negative_opt(**extra: Any) -> Any:
@@ -43,6 +59,9 @@ def patient_scope_opt(default: str | None, **extra: Any) -> Any:
 class TrainConfig(Options):
     """Everything a training run depends on; saved as config.json beside its checkpoints."""
 
+    preset: str | None = opt(None, "start from a named set of options (any option given here still wins): "
+                             + "; ".join(f"{k}: {_describe(v)}" for k, v in PRESETS.items()),
+                             choices=tuple(PRESETS))  # fmt: skip
     # The original interface (names and defaults kept exactly).
     pretrained: bool = opt(False, "start from ImageNet weights (local file or hub cache; see --pretrained_path)")
     batch_size: int = opt(64, "images per optimizer step per process (see --accum_steps)", min=1)
@@ -140,6 +159,8 @@ class TrainConfig(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.preset is not None and self.preset not in PRESETS:
+            raise UserError(f"--preset {self.preset!r} is not one of {', '.join(PRESETS)}.")
         if self.sched == "cosine" and self.warmup_epochs >= self.num_epochs:
             raise UserError(
                 f"--warmup_epochs {self.warmup_epochs} leaves no epoch for the cosine schedule: it must be smaller "
@@ -147,6 +168,13 @@ class TrainConfig(Options):
             )
         if self.resume == "auto" and self.output_dir is None:
             raise UserError("--resume auto continues the run in --output_dir: pass --output_dir too.")
+
+    @classmethod
+    def from_preset(cls, name: str, **options: Any) -> TrainConfig:
+        """A config from a preset's options, `options` over them (Python's `--preset NAME --option value`)."""
+        if name not in PRESETS:
+            raise UserError(f"preset {name!r} is not one of {', '.join(PRESETS)}.")
+        return cls(**{**PRESETS[name], "preset": name, **options})
 
     def resolved_output_dir(self) -> Path:
         if self.output_dir is not None:
@@ -169,3 +197,20 @@ class TrainConfig(Options):
         values = {k: v for k, v in saved.items() if k in kinds}
         values = {k: Path(v) if v is not None and "Path" in str(kinds[k]) else v for k, v in values.items()}
         return cls(**{**values, "resume": None, "output_dir": None, **overrides})
+
+
+def parse_with_preset(parser: argparse.ArgumentParser, argv: Sequence[str] | None,
+                      train_parser: argparse.ArgumentParser | None = None) -> argparse.Namespace:  # fmt: skip
+    """Parse; when --preset names one, parse again with its options as the train parser's defaults, so that an
+    option given on the command line wins whatever its value (even one equal to the plain default)."""
+    args = parser.parse_args(argv)
+    name = getattr(args, "preset", None)
+    if name is None:
+        return args
+    target = train_parser or parser
+    plain = {k: target.get_default(k) for k in PRESETS[name]}
+    target.set_defaults(**PRESETS[name])
+    try:
+        return parser.parse_args(argv)
+    finally:
+        target.set_defaults(**plain)  # the parser stays as it was built
