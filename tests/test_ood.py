@@ -39,27 +39,56 @@ def test_cheap_checks_name_what_is_plainly_not_a_chest_film(tmp_path: Path) -> N
 
 def test_gate_flags_about_one_percent_of_its_own_kind_and_the_shifted() -> None:
     rng = np.random.default_rng(0)
-    cov = np.diag(np.linspace(0.2, 3.0, 24))
-    train, val, same = (rng.multivariate_normal(np.zeros(24), cov, n) for n in (3000, 1000, 2000))
-    fitted = gate.fit(train, val)
+    cov = np.diag(np.linspace(0.2, 3.0, 100))
+    train, val, same = (rng.multivariate_normal(np.zeros(100), cov, n) for n in (3000, 1000, 2000))
+    layout = [("pooled features", 10), ("a", 20), ("b", 70)]  # "b" is wider than PCA_DIMS: projected
+    fitted = gate.fit(train, val, layout)
     assert fitted is not None and fitted.threshold > 0 and fitted.n_fit == 3000 and fitted.n_validation == 1000
+    assert [p.name for p in fitted.parts] == ["a", "b"]  # the pooled features only when there is nothing else
+    assert fitted.parts[1].projection.shape == (70, gate.PCA_DIMS)
     share = float((fitted.scores(same) > 1).mean())
-    assert 0.002 < share < 0.03  # the 99th percentile of validation: about 1% of new films of the same kind
-    assert (fitted.scores(same + 3.0) > 1).mean() > 0.95  # a shifted distribution is flagged
+    assert 0.002 < share < 0.03  # about 1% of new films of the same kind
+    shifted = same.copy()
+    shifted[:, 10:30] += 3.0  # one part's statistics move: flagged
+    assert (fitted.scores(shifted) > 1).mean() > 0.95
     torch_scores = fitted.torch_scores(torch.from_numpy(same[:50]).float()).numpy()
     np.testing.assert_allclose(torch_scores, fitted.scores(same[:50]), rtol=1e-4)
-    again = gate.from_state(fitted.to_state(), "x", feature_dim=24)  # through a checkpoint's tensors
-    np.testing.assert_allclose(again.scores(same[:50]), fitted.scores(same[:50]), rtol=1e-5)
-    assert gate.fit(train, val[: gate.MIN_VALIDATION - 1]) is None  # too few validation films: no gate
+    for stored in (fitted.to_state(), json.loads(json.dumps(fitted.to_json()))):  # a checkpoint's, config.json's
+        again = gate.from_state(stored, "x", feature_dim=100)
+        np.testing.assert_allclose(again.scores(same[:50]), fitted.scores(same[:50]), rtol=1e-5)
+    assert gate.fit(train, val[: gate.MIN_VALIDATION - 1], layout) is None  # too few validation films: no gate
+
+
+def test_a_small_validation_split_still_flags_about_one_percent() -> None:
+    """The threshold rests on the training films' tail: 20 validation films set it about as well as 1,000."""
+    rng = np.random.default_rng(1)
+    cov = np.diag(np.linspace(0.2, 3.0, 40))
+    train, same = rng.multivariate_normal(np.zeros(40), cov, 4000), rng.multivariate_normal(np.zeros(40), cov, 4000)
+    shares = [float((gate.fit(train, rng.multivariate_normal(np.zeros(40), cov, 20), [("a", 40)]).scores(same) > 1)
+                    .mean()) for _ in range(20)]  # fmt: skip
+    assert 0.002 < np.mean(shares) < 0.03 and max(shares) < 0.05, shares
+
+
+def test_a_gate_of_cxr14_0_1_still_scores_as_it_did() -> None:
+    """The one-part form (mean, precision, threshold of the pooled features) loads and gives distance / threshold."""
+    rng = np.random.default_rng(2)
+    mean, features = rng.normal(size=8), rng.normal(size=(5, 20))
+    old = {"mean": torch.from_numpy(mean).float(), "precision": torch.eye(8), "threshold": 2.0, "n_fit": 100,
+           "n_validation": 40, "quantile": 0.99, "method": gate.METHOD_V1}  # fmt: skip
+    loaded = gate.from_state(old, "old.pth", feature_dim=20)
+    expected = np.linalg.norm(features[:, :8] - mean.astype(np.float32), axis=1) / 2.0
+    np.testing.assert_allclose(loaded.scores(features), expected, rtol=1e-5)
+    assert loaded.summary()["method"] == gate.METHOD_V1
 
 
 def test_damaged_or_foreign_gate_statistics_are_one_line(tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
-    state = gate.fit(rng.normal(size=(200, 8)), rng.normal(size=(60, 8))).to_state()
+    state = gate.fit(rng.normal(size=(200, 8)), rng.normal(size=(60, 8)), [("a", 8)]).to_state()
     with pytest.raises(UserError, match="belongs to another model"):
-        gate.from_state(state, "m.pth", feature_dim=16)
-    for broken in ({**state, "precision": torch.zeros(3, 3)}, {**state, "threshold": float("nan")},
-                   {k: v for k, v in state.items() if k != "mean"}):  # fmt: skip
+        gate.from_state(state, "m.pth", feature_dim=4)
+    part = state["parts"][0]
+    for broken in ({**state, "parts": [{**part, "precision": torch.zeros(3, 3)}]}, {**state, "threshold": float("nan")},
+                   {k: v for k, v in state.items() if k != "parts"}):  # fmt: skip
         with pytest.raises(UserError, match="damaged") as err:
             gate.from_state(broken, "m.pth", feature_dim=8)
         assert "\n" not in str(err.value)
@@ -70,7 +99,8 @@ def test_damaged_or_foreign_gate_statistics_are_one_line(tmp_path: Path) -> None
 
 @pytest.fixture(scope="module")
 def odd_films(phantom_run, tmp_path_factory) -> Path:
-    """A phantom test film, the three real NIH films, a colour photograph, a rotated and an inverted phantom."""
+    """A phantom test film, the three real NIH films, a colour photograph, a phantom on its side, one upside down,
+    an inverted one."""
     folder = tmp_path_factory.mktemp("odd")
     phantom = sorted((phantom_run[1] / "images").glob("*.png"))[7]
     shutil.copy(phantom, folder / "phantom.png")
@@ -79,6 +109,7 @@ def odd_films(phantom_run, tmp_path_factory) -> Path:
     Image.fromarray(load_sample_images().images[0]).save(folder / "photo.jpg")
     film = Image.open(phantom).convert("L")
     film.rotate(90).save(folder / "rotated.png")
+    film.rotate(180).save(folder / "upside_down.png")
     Image.fromarray(255 - np.array(film)).save(folder / "inverted.png")
     return folder
 
@@ -95,15 +126,17 @@ def predict_rows(capsys, *args: str) -> tuple[int, dict[str, dict], str]:
 def test_predict_flags_films_unlike_the_training_data(phantom_run, odd_films, capsys) -> None:
     checkpoint = str(phantom_run[0] / "best_model.pth")
     code, rows, err = predict_rows(capsys, str(odd_films), "--checkpoint", checkpoint)
-    assert code == 0 and len(rows) == 7
+    assert code == 0 and len(rows) == 8
     assert rows["phantom.png"]["unusual"] is False and rows["phantom.png"]["ood_score"] < 1
     assert "colour photograph" in rows["photo.jpg"]["reason"]
-    for name in ("real_00000001_000.png", "real_00000002_000.png", "real_00000013_003.png", "rotated.png",
-                 "inverted.png"):  # fmt: skip
+    for name in ("real_00000001_000.png", "real_00000002_000.png", "real_00000013_003.png", "inverted.png"):
         row = rows[name]
         assert row["unusual"] is True and row["ood_score"] > 1 and "unlike the films" in row["reason"], name
         assert row["findings"] == [] and len(row["probabilities"]) == 14  # given, not called
-    assert "7 film(s) scored; 6 unusual (flagged in the output" in err
+    for name, turn in (("rotated.png", "a quarter turn counter-clockwise"), ("upside_down.png", "upside down")):
+        row = rows[name]  # named from the film itself, whatever the gate says
+        assert row["unusual"] is True and f"looks rotated ({turn}" in row["reason"] and row["findings"] == [], name
+    assert "8 film(s) scored; 7 unusual (flagged in the output" in err
     code, kept, err = predict_rows(capsys, str(odd_films), "--checkpoint", checkpoint, "--on_unusual", "skip")
     assert code == 0 and list(kept) == ["phantom.png"] and "left out of the output (--on_unusual skip)" in err
 
@@ -131,7 +164,7 @@ def test_a_model_without_a_gate_says_so_and_fit_gate_adds_it(phantom_run, odd_fi
     assert main([*fit, "--force"]) == 0
     capsys.readouterr()
     # damaged statistics: one line, no traceback
-    state["gate"] = {**refit, "precision": torch.zeros(5, 5)}
+    state["gate"] = {**refit, "parts": [{**refit["parts"][0], "precision": torch.zeros(5, 5)}]}
     torch.save(state, bare)
     code, _, err = predict_rows(capsys, str(odd_films / "phantom.png"), "--checkpoint", str(bare))
     assert code == 2 and "gate's statistics are damaged" in err

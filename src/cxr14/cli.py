@@ -112,11 +112,12 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "fit_gate", FitGateConfig, "cxr14.training.gate_fit:run_fit_gate",
         "add the out-of-distribution gate to a checkpoint trained without one (training fits it itself)",
-        "Fit the check that flags films unlike the training data: the pooled features of the checkpoint's own "
-        "training films (at most 20,000, a seeded sample) summarised by their mean and a Ledoit-Wolf covariance, "
-        "and a threshold on the Mahalanobis distance at the 99th percentile of its validation films (at least 30 "
-        "needed). Stored in the checkpoint, which is rewritten atomically (or --out). cxr14 train does this "
-        "itself when it ends.",
+        "Fit the check that flags films unlike the training data: statistics of several of the model's stages "
+        "(each channel's spread, and its means on a 2x2 grid) on the checkpoint's own training films (at most "
+        "20,000, a seeded sample), each part summarised by a Ledoit-Wolf covariance of its principal components, "
+        "and a threshold on the films' mean Mahalanobis distance: the training films' 99th percentile, scaled by "
+        "how much farther its validation films lie (at least 10 needed). Stored in the checkpoint, which is "
+        "rewritten atomically (or --out). cxr14 train does this itself when it ends.",
     ),
     Command(
         "predict", PredictConfig, "cxr14.using.predict:run_predict",

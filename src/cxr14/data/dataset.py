@@ -76,6 +76,12 @@ class XrayDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def checks_films(self) -> bool:
+        """Whether the films are a user's (predict, the web page): their source notes what is plainly wrong with
+        one, and the inference pass asks whether each is upright. A dataset's films are trusted as they are."""
+        return getattr(self.source, "read_noted", None) is not None
+
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, str, str]:
         read_noted = getattr(self.source, "read_noted", None)
         try:

@@ -133,8 +133,9 @@ FLAT_LIMIT = 4.0
 def unusual_film(film: Film) -> str:
     """Why a film is plainly not a chest radiograph, in words ("" when nothing plain is wrong).
 
-    Checks what is cheap and certain before the model sees the film: colour, shape and contrast. Whether a
-    gray, chest-shaped film looks like the training films is the model's gate's question (`model.gate`).
+    Checks what is cheap and certain before the model sees the film: colour, shape and contrast. Whether it is
+    upright is asked of the whole batch at once in the inference pass (`orientation`); whether a gray, upright,
+    chest-shaped film looks like the training films is the model's gate's question (`model.gate`).
     """
     h, w = film.pixels.shape
     if film.chroma > CHROMA_LIMIT:

@@ -146,7 +146,7 @@ def ood_record(
     record = {
         "n_flagged": int(flagged.sum()),
         "share_flagged": float(flagged.mean()),
-        "threshold": "ood_score > 1 (the 99th percentile of the validation films' distance)",
+        "threshold": "ood_score > 1 (the gate's threshold: about the 99th percentile of films like the training ones)",
         "mean_auroc_all": mean_defined(auroc_columns(targets, probs)),
         "mean_auroc_unflagged": mean_defined(per_class),
         "per_class_unflagged": {name: optional(v) for name, v in zip(names, per_class, strict=True)},

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from cxr14.data.orientation import rotated_reasons
 from cxr14.data.transforms import DeviceTransform
 from cxr14.model.device import Precision, model_device
 
@@ -32,7 +33,7 @@ class Classifier:
 
     Everything that turns pixels into logits goes through one of these and `predict`; the transform is built
     from the checkpoint's own data config, so a model is always fed what it was trained on. With a `gate`
-    (`model.gate`), every batch also gets its ood_score, from the features the classifier's last layer reads.
+    (`model.gate`), every batch also gets its ood_score, from the features of `logits_and_features`.
     """
 
     def __init__(
@@ -53,29 +54,67 @@ class Classifier:
     def run(self, images: torch.Tensor, features: bool = False) -> Scores:
         """(logits [B, K], ood_score [B] or None, pooled features [B, D] or None) for a uint8 batch.
 
-        The features (what the classifier's last layer reads) are computed only when needed: a gate, or
-        `features`; `logits_and_features` splits the forward pass there.
+        The features (`logits_and_features`: what the last layer reads, and statistics of earlier stages) are
+        computed only when needed: a gate, or `features`.
         """
         self.model.eval()
         x = self.transform(images.to(self.device, non_blocking=True))
         with self.precision.autocast():
             if self.gate is None and not features:
                 return Scores(self.model(x).float(), None, None)
-            logits, pooled = logits_and_features(self.model, x)
-        pooled = pooled.float()
-        ood = self.gate.torch_scores(pooled) if self.gate is not None else None
-        return Scores(logits.float(), ood, pooled if features else None)
+            logits, feats = logits_and_features(self.model, x)
+        ood = self.gate.torch_scores(feats) if self.gate is not None else None
+        return Scores(logits.float(), ood, feats if features else None)
+
+
+#: How many of a model's stages before the last the gate reads (evenly spread when it has more), and the grid
+#: each stage's channel means are taken on (2 x 2: where in the film a pattern sits, not only that it is there).
+GATE_STAGES = 3
+GRID = 2
+
+
+def gate_stages(model: torch.nn.Module) -> list[int]:
+    """The stages whose outputs the gate reads: up to GATE_STAGES of those before the last (none when timm cannot
+    return a model's stages)."""
+    info = getattr(model, "feature_info", None)
+    if not hasattr(model, "forward_intermediates") or not info or len(info) < 2:
+        return []
+    before_last = len(info) - 1
+    if before_last <= GATE_STAGES:
+        return list(range(before_last))
+    return sorted({round(i * (before_last - 1) / (GATE_STAGES - 1)) for i in range(GATE_STAGES)})
+
+
+def feature_layout(model: torch.nn.Module) -> list[tuple[str, int]]:
+    """(name, width) of each part of `logits_and_features`'s features, in order (widths from timm's feature_info)."""
+    stages = gate_stages(model)
+    channels = [int(model.feature_info[i]["num_chs"]) for i in stages]
+    return [("pooled features", int(model.num_features)),
+            *[(f"stage {i + 1} channel spreads", c) for i, c in zip(stages, channels, strict=True)],
+            *[(f"stage {i + 1} channel means, {GRID}x{GRID} grid", c * GRID * GRID)
+              for i, c in zip(stages, channels, strict=True)]]  # fmt: skip
 
 
 def logits_and_features(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(logits, pooled features) in one forward pass of a timm model, split before its last layer.
+    """(logits, features [B, F]) in one forward pass of a timm model, for the out-of-distribution gate.
 
-    timm's own split: `forward_head(..., pre_logits=True)` stops before the classifier that `get_classifier()`
-    returns, so the logits equal `model(x)` (the export checks compare them). Used by the Classifier and by the
-    ONNX graph, which computes the gate inside.
+    The features, as `feature_layout` names them: first the pooled features the last layer reads (timm's own
+    split, `forward_head(..., pre_logits=True)`, so the logits equal `model(x)`: the export checks compare
+    them; a gate of cxr14 0.1 reads these alone), then for the stages `gate_stages` picks, each channel's spread
+    over the image and its means on a 2 x 2 grid: statistics of how the film looks at several scales, which
+    tell apart films the last layer's pooled summary confuses (a child's film from an adult's). Used by the
+    Classifier and by the ONNX graph, which computes the gate inside.
     """
-    pooled = model.forward_head(model.forward_features(x), pre_logits=True)
-    return model.get_classifier()(pooled), pooled
+    stages = gate_stages(model)
+    if stages:
+        final, maps = model.forward_intermediates(x, indices=stages)
+    else:
+        final, maps = model.forward_features(x), []
+    pooled = model.forward_head(final, pre_logits=True)
+    maps = [m.float() for m in maps]
+    parts = [pooled.float(), *[m.std(dim=(2, 3)) for m in maps],
+             *[torch.nn.functional.adaptive_avg_pool2d(m, GRID).flatten(1) for m in maps]]  # fmt: skip
+    return model.get_classifier()(pooled), torch.cat(parts, dim=1)
 
 
 class Scores(NamedTuple):
@@ -90,7 +129,7 @@ class Scores(NamedTuple):
 class Predictions:
     """Logits of every readable image, with its dataset index and (when the data has them) its targets.
 
-    With a gated model also each image's ood_score; with `predict(features=True)` its pooled features; and what
+    With a gated model also each image's ood_score; with `predict(features=True)` its gate features; and what
     the film reader found plainly wrong with a film (`data.films.unusual_film`), "" for most.
     """
 
@@ -99,7 +138,7 @@ class Predictions:
     targets: np.ndarray | None  # int8 [N, K]: 1, 0 or UNKNOWN
     bad: tuple[tuple[int, str], ...]  # (dataset index, reason) of each image skipped as unreadable
     ood: np.ndarray | None = None  # float32 [N]
-    features: np.ndarray | None = None  # float32 [N, D]
+    features: np.ndarray | None = None  # float32 [N, F], as `feature_layout` names them
     notes: tuple[str, ...] = ()  # [N]
 
     @property
@@ -118,13 +157,17 @@ def predict(
     """
     parts: list[Scores] = []
     targets, index, bad, notes = [], [], [], []
+    checks = getattr(loader.dataset, "checks_films", False)
     for batch in progress_bar(loader, desc, progress):
         bad += loader.dataset.report_bad(batch["bad"])
         if batch["image"].numel() == 0:
             continue
         parts.append(classifier.run(batch["image"], features))
         index.append(batch["index"])
-        notes += batch.get("note") or [""] * len(batch["index"])
+        if checks:  # films a user brought (predict, the web page): is each one upright?
+            notes += [n or r for n, r in zip(batch["note"], rotated_reasons(batch["image"]), strict=True)]
+        else:
+            notes += [""] * len(batch["index"])
         if "target" in batch:
             targets.append(batch["target"])
     if not parts:

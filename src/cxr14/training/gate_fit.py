@@ -1,7 +1,7 @@
 """Fitting the out-of-distribution gate (`model.gate`): at the end of `cxr14 train`, and `cxr14 fit_gate` for a
 checkpoint trained without one.
 
-The training films' and the validation films' pooled features come through the one inference pass
+The training films' and the validation films' gate features come through the one inference pass
 (`predict(..., features=True)`): at most `gate.MAX_FIT` training films (a seeded sample), every validation
 film. Under torchrun each process scores its share and the features are joined before the fit.
 """
@@ -19,7 +19,7 @@ from cxr14.errors import UserError
 from cxr14.model import checkpoint, gate
 from cxr14.model.device import resolve_device, resolve_precision
 from cxr14.model.gate import Gate
-from cxr14.model.inference import Classifier, predict
+from cxr14.model.inference import Classifier, feature_layout, predict
 from cxr14.training import distributed
 from cxr14.training.distributed import DistInfo
 
@@ -38,7 +38,7 @@ def fit_gate(classifier: Classifier, data: dict[str, SplitData], cfg: TrainConfi
                     features=True), info,
         )  # fmt: skip
         features[name] = pred.features if pred.features is not None else np.zeros((0, 0))
-    return gate.fit(features["train"], features["val"])
+    return gate.fit(features["train"], features["val"], feature_layout(classifier.model))
 
 
 def run_fit_gate(cfg: FitGateConfig) -> Gate | None:

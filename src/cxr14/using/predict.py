@@ -96,8 +96,8 @@ def unusual_reason(note: str, ood: float | None) -> str | None:
     if note:
         return note
     if ood is not None and ood > 1.0:
-        return (f"unlike the films the model was trained on (ood_score {ood:.2f}; above 1 is beyond the 99th "
-                f"percentile of its validation films)")  # fmt: skip
+        return (f"unlike the films the model was trained on (ood_score {ood:.2f}; above 1 is beyond about the 99th "
+                f"percentile of films like them)")  # fmt: skip
     return None
 
 

@@ -314,9 +314,10 @@ def unusual(inputs: ReportInputs) -> Section | None:
             for name in label_names(inputs.metrics)]  # fmt: skip
     rows.append(["mean", num(ood.get("mean_auroc_all")), num(ood.get("mean_auroc_unflagged"))])
     body = [
-        para(f"The out-of-distribution gate (Mahalanobis distance of the pooled features from the training films', "
-             f"its threshold the 99th percentile of the validation films') flags {ood['n_flagged']:,} films of this "
-             f"split ({pct(ood['share_flagged'])}) as unlike the training data.", "headline"),
+        para(f"The out-of-distribution gate (distance of the film's statistics at several of the model's stages "
+             f"from the training films', its threshold near the 99th percentile of films like them) flags "
+             f"{ood['n_flagged']:,} films of this split ({pct(ood['share_flagged'])}) as unlike the training data.",
+             "headline"),
         table("AUROC of all films, and without the flagged ones", ["finding", "all films", "without the flagged"],
               rows),
     ]  # fmt: skip

@@ -42,7 +42,7 @@ SINGLE_FILE_BYTES = 1_800_000_000
 
 class PixelsToProbabilities(torch.nn.Module):
     """uint8 (or float 0..255) pixels [B, 1, S, S] -> (probabilities, logits), each [B, K], and with a gate
-    ood_score [B] as a third output, computed inside the graph from the pooled features."""
+    ood_score [B] as a third output, computed inside the graph from the gate's features."""
 
     def __init__(
         self, model: torch.nn.Module, data: DataConfig, temperature: np.ndarray | None, gate: Gate | None = None
@@ -58,8 +58,8 @@ class PixelsToProbabilities(torch.nn.Module):
         if self.gate is None:
             logits = self.model(x)
             return apply_temperature(logits, self.temperature), logits
-        logits, pooled = logits_and_features(self.model, x)
-        return apply_temperature(logits, self.temperature), logits, self.gate.torch_scores(pooled)
+        logits, features = logits_and_features(self.model, x)
+        return apply_temperature(logits, self.temperature), logits, self.gate.torch_scores(features)
 
     @property
     def outputs(self) -> tuple[str, ...]:

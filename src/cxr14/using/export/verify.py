@@ -18,7 +18,8 @@ import torch
 
 from cxr14.data.phantom import render
 from cxr14.labels import NIH_LABELS
-from cxr14.model import fields
+from cxr14.model import fields, gate
+from cxr14.model.inference import logits_and_features
 from cxr14.model.loading import LoadedModel
 from cxr14.model.onnx_runtime import INPUT, OOD, session
 
@@ -88,8 +89,8 @@ def reference(loaded: LoadedModel, films: np.ndarray) -> Expected:
 
 
 def check_hf(folder: Path, root: Path, films: np.ndarray, expected: Expected, device: torch.device) -> Check:
-    """The folder as a timm user loads it: no cxr14 code between the files and the probabilities (and the gate's
-    ood_score, from config.json's statistics with plain numpy)."""
+    """The folder as a timm user loads it: timm's own reader of the weights, the probabilities by plain torch, and
+    the gate's ood_score from config.json's statistics on that model's features."""
     import timm
 
     model = timm.create_model(f"local-dir:{folder}", pretrained=True).to(device).eval()
@@ -98,19 +99,16 @@ def check_hf(folder: Path, root: Path, films: np.ndarray, expected: Expected, de
     std = torch.tensor(cfg["std"], device=device).view(1, -1, 1, 1)
     block = json.loads((folder / "config.json").read_text())[fields.KEY]
     temperature = torch.tensor(block["temperature"] or [1.0] * len(block["labels"]), device=device)
-    probs, pooled = [], []
+    probs, gate_features = [], []
     with torch.no_grad():
         for b in batches(films):
             x = (torch.from_numpy(b).to(device).float() / 255.0 - mean) / std
-            features = model.forward_head(model.forward_features(x.expand(-1, cfg["input_size"][0], -1, -1)),
-                                          pre_logits=True)  # fmt: skip
-            probs.append(torch.sigmoid(model.get_classifier()(features) / temperature).cpu().numpy())
-            pooled.append(features.cpu().numpy().astype(np.float64))
+            logits, features = logits_and_features(model, x.expand(-1, cfg["input_size"][0], -1, -1))
+            probs.append(torch.sigmoid(logits / temperature).cpu().numpy())
+            gate_features.append(features.cpu().numpy().astype(np.float64))
     ood = None
-    if block.get("gate"):
-        g = block["gate"]
-        centred = np.concatenate(pooled) - np.asarray(g["mean"])
-        ood = np.sqrt(np.einsum("nd,de,ne->n", centred, np.asarray(g["precision"]), centred)) / g["threshold"]
+    if block.get("gate"):  # the statistics as config.json holds them, scored on the timm model's own features
+        ood = gate.from_state(block["gate"], str(folder)).scores(np.concatenate(gate_features))
     how = f"timm local-dir, torch on {device.type}"
     return _compare("hf", folder.relative_to(root), how, np.concatenate(probs), ood, expected, films)
 

@@ -58,7 +58,7 @@ class Row(BaseModel):
     findings: list[str] = Field(description="the findings at or above their validation threshold (none for an "
                                 "unusual film: its probabilities are given, not called)")
     ood_score: float | None = Field(description="the out-of-distribution gate's score: the film's distance from the "
-                                    "training films over the 99th percentile of the validation films' (above 1: "
+                                    "training films over about the 99th percentile of films like them (above 1: "
                                     "unlike them); null for a model without a gate")
     unusual: bool = Field(description="true when the film is unlike the training films, or plainly not a chest film")
     reason: str | None = Field(description="why it is unusual, in words; null when it is not")
