@@ -121,7 +121,8 @@ def test_hf_folder_loads_with_timm_alone(exported, films) -> None:
     # the gate's statistics travel in config.json: the folder read by cxr14 gives the checkpoint's ood_score
     block = json.loads((out / "hf" / "config.json").read_text())["cxr14"]
     part = block["gate"]["parts"][0]
-    assert block["gate"]["threshold"] > 0 and len(part["mean"]) == len(part["projection"]) == part["stop"] - part["start"]
+    assert block["gate"]["threshold"] > 0
+    assert len(part["mean"]) == len(part["projection"]) == part["stop"] - part["start"]
     from_folder = load_model(out / "hf", "cpu", "fp32").classifier.run(pixels).ood
     assert abs(float(from_folder[0]) - float(model.classifier.run(pixels).ood[0])) <= 1e-3
 

@@ -69,9 +69,8 @@ def _network(device: str) -> OrientationNet:
 def rotations(images: torch.Tensor) -> tuple[list[int], list[float]]:
     """For a uint8 batch [B, 1, H, W]: by how many degrees counter-clockwise each film looks turned (0, 90, 180 or
     270), and how sure the network is (0..1). One batched pass on the images' device."""
-    probs = torch.softmax(_network(str(images.device))(prepare(images)), dim=1).cpu()
-    best = probs.argmax(dim=1)
-    return [ANGLES[int(k)] for k in best], [float(probs[i, k]) for i, k in enumerate(best)]
+    sure, best = torch.softmax(_network(str(images.device))(prepare(images)), dim=1).max(dim=1)
+    return [ANGLES[k] for k in best.tolist()], sure.tolist()
 
 
 def rotated_reasons(images: torch.Tensor) -> list[str]:
