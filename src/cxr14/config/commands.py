@@ -107,8 +107,9 @@ class CompareConfig(ScoringOptions):
     """`cxr14 compare`: two or more models on the same images; paired differences against the first."""
 
     models: list[Path] = opt(MISSING, "two or more models, the first the baseline: each a best_model.pth, an "
-                             "ensemble (A.pth,B.pth or a manifest), an export, or an evaluation or run folder whose "
-                             "predictions are reused when they are of the same images", positional=True, nargs="+",
+                             "ensemble (A.pth,B.pth or a manifest), an export, an evaluation or run folder whose "
+                             "predictions are reused when they are of the same images, or a CSV of another tool's "
+                             "predictions (as evaluate --predictions reads it)", positional=True, nargs="+",
                              path="in_model")  # fmt: skip
     data_dir: Path | None = opt(None, "dataset folder to score the models on (needed unless every model is a "
                                 "folder of predictions)", path="in_dir")  # fmt: skip

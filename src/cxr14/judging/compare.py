@@ -1,8 +1,9 @@
 """`cxr14 compare`: is model B better than model A on the same patients? Paired differences, not two intervals.
 
 Every model is scored on the same images - through the one inference pass (`evaluate.predict_split`), or by
-reusing the predictions an evaluation or training run already wrote, when they are of exactly those images -
-and compared with the first (the baseline), finding by finding and for the mean AUROC:
+reusing the predictions an evaluation or training run already wrote, when they are of exactly those images, or
+from another tool's predictions file (`judging.external`), matched to the same films and findings - and compared
+with the first (the baseline), finding by finding and for the mean AUROC:
 
 - each model's AUROC (scikit-learn's) and the difference B - A;
 - a 95% interval of the difference from ONE paired patient bootstrap: every resample draws patients once and
