@@ -17,6 +17,7 @@ from sklearn.metrics import roc_auc_score
 from cxr14.cli import main
 from cxr14.labels import match
 from cxr14.training.loss import make_loss
+from tests.conftest import run_cli
 
 TINY = ("--model", "convnext_atto", "--image_size", "32", "--batch_size", "8", "--num_workers", "0", "--device",
         "cpu", "--no-progress", "--num_epochs", "1", "--max_train_samples", "0", "--max_test_samples", "0")  # fmt: skip
@@ -378,3 +379,68 @@ def test_fine_tuning_from_an_hf_folder_under_torchrun_stops_and_resumes(phantom_
     assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 3
     record = json.loads((out / "config.json").read_text())["init"]
     assert record["from"] == str(hf) and record["new"] == ["Opacity"]
+
+
+# --- what a new user ran into (each was a wrong or missing answer) ----------------------------------------------
+
+
+def test_blank_split_cells_are_not_fixed(tmp_path, capsys) -> None:
+    """Marking only the test films: the rest are split patient-wise; a patient's blank film follows its fixed one."""
+    rows = ["path,patient,split,A"] + [f"images/f{i}.png,{i // 2},{'test' if i < 8 else ''},{i % 3 == 0:d}"
+                                        for i in range(40)]  # fmt: skip
+    rows.append("images/late.png,0,,1")  # patient 0's other films are test: this one follows them
+    (tmp_path / "images").mkdir()
+    for row in rows[1:]:
+        (tmp_path / row.split(",")[0]).write_bytes(b"")
+    (tmp_path / "data.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = run(capsys, "download", "--check", "--dataset", "csv", "--csv", str(tmp_path / "data.csv"))
+    assert code == 0, err
+    assert "its own (train 32, val 0, test 9;" in out  # blank: training (validation is carved from it)
+    assert "33 film(s) with a blank split: 1 follow their patient's other films" in err
+
+
+def test_a_semicolon_separated_csv_reads(layouts, tmp_path, capsys) -> None:
+    """What spreadsheet programs write where the comma is the decimal mark."""
+    text = (layouts["csv"] / "dataset.csv").read_text().replace(",", ";")
+    (tmp_path / "dataset.csv").write_text(text)
+    (tmp_path / "images").symlink_to(layouts["csv"] / "images")
+    code, out, err = run(capsys, "download", "--check", "--dataset", "csv", "--csv", str(tmp_path / "dataset.csv"))
+    assert code == 0 and "labels Cardiomegaly, Effusion, Opacity" in out, err
+
+
+@pytest.mark.slow
+def test_compare_across_label_sets_says_what_is_shared(phantom_run, csv_run, layouts, tmp_path, capsys) -> None:
+    """An NIH model and a csv-trained model on the csv data: compared on the findings both have, through the label
+    map; with no finding in common, that is what the message says (not "no image in common")."""
+    nih, own = phantom_run[0] / "best_model.pth", csv_run / "best_model.pth"
+    args = ["--dataset", "csv", "--csv", str(layouts["csv"] / "dataset.csv"), "--n_resamples", "100", "--num_workers",
+            "0", "--device", "cpu", "--no-progress"]  # fmt: skip
+    code, _, err = run(capsys, "compare", str(own), str(nih), "--out", str(tmp_path / "a"), *args)
+    assert code == 0, err
+    result = json.loads((tmp_path / "a" / "comparison.json").read_text())
+    assert result["labels"] == ["Cardiomegaly", "Effusion"] and "Opacity" in result["alignment"]["findings_left_out"]
+    renamed = tmp_path / "renamed.csv"  # the same films under labels no NIH finding stands for
+    renamed.write_text((layouts["csv"] / "dataset.csv").read_text().replace("Cardiomegaly,Effusion,Opacity",
+                                                                            "Heart,Fluid,Spot", 1))  # fmt: skip
+    (tmp_path / "images").symlink_to(layouts["csv"] / "images")
+    code, _, err = run(capsys, "compare", str(nih), str(nih), "--out", str(tmp_path / "b"), *args[:2], "--csv",
+                       str(renamed), *args[4:])  # fmt: skip
+    assert code == 2 and "share none" in err and "Heart, Fluid, Spot" in err and "share no image" not in err
+
+
+@pytest.mark.slow
+def test_external_validation_checks_only_what_it_scores(phantom_run, layouts, tmp_path) -> None:
+    """Scoring an NIH model on a CheXpert folder whose training films lack a class of some label: evaluate trains
+    nothing, so nothing about the training films is checked; and the default workers raise no library warning."""
+    data = tmp_path / "chexpert"
+    shutil.copytree(layouts["chexpert"], data, symlinks=True)
+    train_csv = data / "train.csv"
+    lines = train_csv.read_text().splitlines()
+    column = lines[0].split(",").index("No Finding")
+    lines[1:] = [",".join(c if k != column else "" for k, c in enumerate(line.split(","))) for line in lines[1:]]
+    train_csv.write_text("\n".join(lines) + "\n")  # No Finding: never positive in training
+    done = run_cli("-m", "cxr14", "evaluate", "--checkpoint", str(phantom_run[0] / "best_model.pth"), "--dataset",
+                   "chexpert", "--data_dir", str(data), "--out", str(tmp_path / "ev"), "--n_resamples", "100",
+                   "--device", "cpu", "--no-progress")  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Warning" not in done.stderr and "worker processes in total" not in done.stderr

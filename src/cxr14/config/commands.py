@@ -112,7 +112,8 @@ class CompareConfig(ScoringOptions):
                              "predictions (as evaluate --predictions reads it)", positional=True, nargs="+",
                              path="in_model")  # fmt: skip
     data_dir: Path | None = opt(None, "dataset folder to score the models on (needed unless every model is a "
-                                "folder of predictions)", path="in_dir")  # fmt: skip
+                                "folder of predictions; with --csv alone, the CSV's folder)",
+                                path="in_dir")  # fmt: skip
     split: str = opt("test", "which split to compare on (the first model's patient-wise split)",
                      choices=("test", "val"))  # fmt: skip
     out: Path | None = opt(None, "output folder (default: beside the first model, compare-SPLIT-TIMESTAMP)",
@@ -131,6 +132,8 @@ class CompareConfig(ScoringOptions):
                 f"cxr14 compare needs two or more models (got {len(self.models)}: {', '.join(map(str, self.models))}); "
                 f"the first is the baseline the others are compared with. To score one model, use cxr14 evaluate."
             )
+        if self.data_dir is None and self.csv is not None:
+            self.data_dir = self.csv.parent  # the films of a csv dataset are named from its folder
 
 
 @dataclass(kw_only=True)

@@ -6,6 +6,7 @@ Images come from a `cxr14 prepare` cache when one fits the split and size, else 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,6 +214,16 @@ def build_datasets(cfg: TrainConfig, names: tuple[str, ...] = ("train", "val", "
     return out
 
 
+def usable_workers(asked: int) -> int:
+    """--num_workers, at most the cores this process may use: more worker processes than cores only queue for
+    them (and PyTorch warns about it, which is no message for a user)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return min(asked, cores)
+
+
 def make_loader(
     dataset: XrayDataset,
     cfg: TrainConfig,
@@ -230,7 +241,7 @@ def make_loader(
     Evaluation shards are padded to equal length by the sampler; `distributed.merge_predictions` drops the
     repeats by dataset index. `rows` (evaluation): score only these dataset rows.
     """
-    workers = 0 if getattr(dataset.source, "gathers_batches", False) else cfg.num_workers
+    workers = 0 if getattr(dataset.source, "gathers_batches", False) else usable_workers(cfg.num_workers)
     # The order of images comes from the sampler (seed + epoch), and the loader has its own generator (it draws
     # a worker seed from it for every new iterator). Neither touches the global RNG that augmentation uses, so
     # results do not depend on the worker count, or on whether pixels come from PNGs (workers) or the cache.

@@ -42,7 +42,9 @@ from cxr14.errors import UserError
 from cxr14.files import write_text
 from cxr14.judging.bootstrap import paired_resamples, patient_codes, percentile_interval, resample_means
 from cxr14.judging.delong import delong, holm
+from cxr14.judging.mapping import align as map_labels
 from cxr14.judging.metrics import auroc_columns, mean_defined, optional
+from cxr14.model.decision import apply_temperature
 
 log = logging.getLogger(__name__)
 RESULT_FILES = ("comparison.json", "comparison.csv", "report.html")
@@ -117,7 +119,6 @@ def score_file(spec: Path, name: str, cfg: CompareConfig, reference: Scored | No
     from cxr14.data.loaders import load_splits
     from cxr14.judging.evaluate import file_data_config
     from cxr14.judging.external import on_split, read_file
-    from cxr14.judging.mapping import align as map_labels
 
     file = read_file(spec)
     if reference is not None:
@@ -148,10 +149,13 @@ def score_on_data(spec: Path, name: str, cfg: CompareConfig) -> Scored:
     train_cfg = data_config_for(cfg, model.card["config"])
     data = build_datasets(train_cfg, (cfg.split,))[cfg.split]
     split, pred = predict_split(model, data.dataset, data.split, train_cfg)
-    logits = pred.logits
-    labels = tuple(model.card["labels"])
-    return Scored(name, f"scored on the {cfg.split} split of {cfg.data_dir}", split.names, split.patients, labels,
-                  split.labels.astype(np.int8), model.probabilities(logits).astype(np.float64), spec)  # fmt: skip
+    # The data's labels, scored by the model's outputs that stand for them (its own labels on its own data); none in
+    # common is refused by name, not later as "no image in common".
+    split, logits, calibration, _ = map_labels(model.labels, split, pred.logits, model.calibration, cfg.approximate)
+    probs = apply_temperature(logits, calibration.temperature if calibration is not None else None)
+    how = f"scored on the {cfg.split} split of {cfg.data_dir}"
+    return Scored(name, how, split.names, split.patients, split.label_names, split.labels.astype(np.int8),
+                  np.asarray(probs, dtype=np.float64), spec)  # fmt: skip
 
 
 def gather(cfg: CompareConfig) -> list[Scored]:

@@ -155,7 +155,8 @@ def ood_record(
     if flagged.any():
         log.warning(
             "%d of %d films (%.1f%%) look unlike the training films (ood_score > 1); mean AUROC without them %s",
-            flagged.sum(), len(flagged), 100 * flagged.mean(), record["mean_auroc_unflagged"],
+            flagged.sum(), len(flagged), 100 * flagged.mean(),
+            "undefined" if record["mean_auroc_unflagged"] is None else f"{record['mean_auroc_unflagged']:.4f}",
         )  # fmt: skip
     return record
 

@@ -26,6 +26,7 @@ from cxr14.config import PredictConfig
 from cxr14.data.dataset import XrayDataset, collate_skipping_bad
 from cxr14.data.films import Film, list_films, open_film, read_film, unusual_film
 from cxr14.data.images import resize_gray
+from cxr14.data.loaders import usable_workers
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.model import cam
@@ -87,7 +88,7 @@ class PixelSource:
 def _loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> DataLoader:
     """Unlabelled films as uint8 batches; unreadable ones come back flagged and are skipped, not fatal."""
     dataset = XrayDataset(source, np.zeros((len(source), 1), np.int8), skip_bad=True)  # unlabelled
-    workers = min(workers, max(0, len(source) // batch_size))  # no worker processes for a handful of films
+    workers = min(usable_workers(workers), max(0, len(source) // batch_size))  # none for a handful of films
     return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate_skipping_bad)
 
 

@@ -3,6 +3,7 @@ their folder, demographics in one form, and the checks that name the file, row a
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -35,15 +36,26 @@ def read_table(path: Path, what: str, labels: Sequence[str] = (), ints: Sequence
     numeric = {**dict.fromkeys(labels, "float32"), **dict.fromkeys(ints, "int64")}
     typed = {**dict.fromkeys(categories, "category"), **numeric}
     try:
+        sep = separator(path)
         try:
-            return pd.read_csv(path, dtype=defaultdict(lambda: object, typed), keep_default_na=False,
+            return pd.read_csv(path, sep=sep, dtype=defaultdict(lambda: object, typed), keep_default_na=False,
                                na_values={c: [""] for c in labels})  # fmt: skip
         except ValueError:
             if not numeric:
                 raise
-            return pd.read_csv(path, dtype=object, keep_default_na=False, na_values=[])  # for the culprit's row
+            return pd.read_csv(path, sep=sep, dtype=object, keep_default_na=False, na_values=[])  # the culprit's row
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise UserError(f"Cannot read {what} {path} ({type(exc).__name__}: {exc}).") from exc
+
+
+def separator(path: Path) -> str:
+    """"," or ";" (what spreadsheet programs write where the comma is the decimal mark), from the header line."""
+    try:
+        with (gzip.open(path, "rt", errors="replace") if path.suffix == ".gz" else open(path, errors="replace")) as f:
+            line = f.readline()
+    except (OSError, EOFError):
+        return ","  # the reader says what is wrong with the file
+    return ";" if line.count(";") > line.count(",") else ","
 
 
 def header(path: Path, what: str) -> list[str]:
@@ -55,7 +67,7 @@ def _read_header(path: Path, what: str) -> pd.Index:
     if not path.is_file():
         raise UserError(f"{what}: {path} does not exist.")
     try:
-        return pd.read_csv(path, nrows=0).columns
+        return pd.read_csv(path, sep=separator(path), nrows=0).columns
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise UserError(f"Cannot read {what} {path} ({type(exc).__name__}: {exc}).") from exc
 

@@ -60,20 +60,33 @@ def read(csv_path: Path | None, labels: str | None, uncertain: str) -> Metadata:
 
 
 def _split(frame, path: Path, patients: np.ndarray) -> np.ndarray:
-    """The `split` column as train / val / test; a patient in two splits names both rows."""
+    """The `split` column as train / val / test; a patient in two splits names both rows.
+
+    A blank cell is a film whose split is not fixed: it follows its patient's fixed rows, else it joins the
+    training films (from which validation, and test when no row names it, are carved by patient). So a user who
+    marks only the test films gets exactly those as the test split."""
     cells = frame["split"].str.strip().str.lower()
-    bad = ~cells.isin(SPLITS)
+    bad = ~cells.isin(SPLITS) & (cells != "")
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise UserError(f"{path}, row {i + 2}, column 'split': {frame['split'].iloc[i]!r} is not train, val or "
-                        f"test.")  # fmt: skip
-    split = cells.map(SPLITS).to_numpy(dtype=str)
+                        f"test (or blank: not fixed).")  # fmt: skip
+    split = cells.map(lambda c: SPLITS.get(c, "")).to_numpy(dtype=object)
     first: dict[int, int] = {}
     for i, (p, s) in enumerate(zip(patients, split, strict=True)):
+        if not s:
+            continue
         j = first.setdefault(int(p), i)
         if split[j] != s:
             raise UserError(
                 f"{path}: patient {frame['patient'].iloc[i]!r} is in the {split[j]} split (row {j + 2}) and the {s} "
                 f"split (row {i + 2}); a patient belongs to one split, or the evaluation leaks."
             )
-    return split
+    blank = np.flatnonzero(split == "")
+    if len(blank):
+        follows = [split[first[int(patients[i])]] if int(patients[i]) in first else "" for i in blank]
+        split[blank] = [s or "train" for s in follows]
+        log.info("%s: %d film(s) with a blank split: %d follow their patient's other films, the rest join the training "
+                 "films (validation and, where no film is marked test, test are carved from them by patient)", path,
+                 len(blank), sum(bool(s) for s in follows))  # fmt: skip
+    return split.astype(str)
