@@ -10,13 +10,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
-from cxr14.cli import command, run
+from cxr14.cli import command, name_datasets, run
 from cxr14.config import TrainConfig, add_arguments, parse_with_preset
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description="Train ConvNeXt on NIH ChestX-ray14 (same as `cxr14 train`).")
     add_arguments(parser, TrainConfig)
+    name_datasets(parser)
     return run(command("train"), parse_with_preset(parser, None))
 
 

@@ -33,10 +33,11 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from cxr14.data.cache import open_cache, prepare
-from cxr14.data.dataset import XrayDataset, collate_skipping_bad
-from cxr14.data.images import read_gray, resize_gray
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.films.decode import read_gray
+from cxr14.data.films.pixels import resize_gray
+from cxr14.data.pipeline.cache import open_cache, prepare
+from cxr14.data.pipeline.dataset import XrayDataset, collate_skipping_bad
+from cxr14.data.pipeline.transforms import DeviceTransform
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -3,11 +3,12 @@
 Writes metadata in each dataset's exact layout at its real size (no images: the readers do not open them) -
 CheXpert's train.csv with 223,414 rows (and a 234-row valid.csv), MIMIC-CXR-JPG's metadata and split for
 377,110 images with chexpert labels for 227,835 studies (gzipped, as PhysioNet ships them), PadChest's labels CSV
-with 160,868 rows - then times `data.loaders.load_splits` (the files read, every label cell checked, paths,
+with 160,861 rows - then times `data.loaders.load_splits` (the files read, every label cell checked, paths,
 patients, views, demographics, then the train / val / test split) against a plain `pandas.read_csv` of the same
 files, each in a fresh process, in turn, best of --repeat, with each process's peak memory (maximum resident
-set, the imports included). Targets: at most 3x plain pandas and 5 s on a 2-core machine. Prints figures,
-asserts nothing.
+set, the imports included). Targets: at most 3x plain pandas and 5 s on a 2-core machine. Then (all three
+written) the three read as one mix (`--mix`, the way `cxr14 train --mix` reads them) against the sum of the three
+alone: target, no more than the sum. Prints figures, asserts nothing.
 
     .venv/bin/python benchmarks/metadata_read.py [--only chexpert]
 """
@@ -30,7 +31,7 @@ import pandas as pd
 from cxr14.data.datasets.chexpert import COLUMNS, LABELS
 from cxr14.data.phantom.layouts import PADCHEST_HEADER
 
-SIZES = {"chexpert": 223414, "mimic": 377110, "mimic_studies": 227835, "padchest": 160868}
+SIZES = {"chexpert": 223414, "mimic": 377110, "mimic_studies": 227835, "padchest": 160861}
 
 
 def label_cells(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
@@ -112,12 +113,15 @@ import json, resource, sys, time
 from pathlib import Path
 import pandas as pd
 from cxr14.config import TrainConfig
-from cxr14.data.loaders import load_splits  # imports first: the clock times the reading alone
+from cxr14.data.pipeline.loaders import load_splits  # imports first: the clock times the reading alone
 dataset, folder, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t0 = time.perf_counter()
 if how == "pandas":
     rows = sum(len(pd.read_csv(folder / f)) for f in json.loads(sys.argv[4]))
+elif how == "mix":
+    cfg = TrainConfig(mix=folder / "mix.json", views="all", max_train_samples=0, max_test_samples=0)
+    rows = sum(len(s) for s in load_splits(cfg).values())
 else:
     labels = "cardiomegaly,pleural effusion,pneumonia" if dataset == "padchest" else None
     cfg = TrainConfig(dataset=dataset, data_dir=folder, labels=labels, views="all", max_train_samples=0,
@@ -130,7 +134,7 @@ print(json.dumps({"seconds": seconds, "rows": rows, "peak_mib": peak, "imports_m
 
 
 def measure(dataset: str, folder: Path, how: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, dataset, str(folder), how, json.dumps(FILES[dataset])],
+    out = subprocess.run([sys.executable, "-c", CHILD, dataset, str(folder), how, json.dumps(FILES.get(dataset, []))],
                          capture_output=True, text=True, check=False)  # fmt: skip
     if out.returncode:
         raise SystemExit(f"{dataset} ({how}) failed:\n{out.stderr[-2000:]}")
@@ -147,6 +151,7 @@ def main() -> None:
     print("peak MiB: the process's maximum resident set, its imports (torch, pandas, cxr14) included")
     print(f"{'dataset':<10}{'rows':>9}{'plain pandas s':>16}{'cxr14 reader s':>16}{'ratio':>7}{'imports MiB':>13}"
           f"{'pandas peak MiB':>17}{'reader peak MiB':>17}")  # fmt: skip
+    alone: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for dataset, writer in (("chexpert", write_chexpert), ("mimic", write_mimic), ("padchest", write_padchest)):
             if args.only not in (None, dataset):
@@ -163,6 +168,15 @@ def main() -> None:
             print(f"{dataset:<10}{o['rows']:>9,}{p['seconds']:>16.2f}{o['seconds']:>16.2f}"
                   f"{o['seconds'] / p['seconds']:>6.1f}x{o['imports_mib']:>13.0f}{p['peak_mib']:>17.0f}"
                   f"{o['peak_mib']:>17.0f}", flush=True)  # fmt: skip
+            alone[dataset] = o["seconds"]
+        if len(alone) == 3:
+            mix = {"source": [{"dataset": d, "data_dir": d} for d in alone]}
+            mix["source"][2]["labels"] = "cardiomegaly,pleural effusion,pneumonia"  # padchest: 174 to choose from
+            (Path(tmp) / "mix.json").write_text(json.dumps(mix))
+            mixed = min(measure("mix", Path(tmp), "mix")["seconds"] for _ in range(args.repeat))
+            total = sum(alone.values())
+            print(f"the three as one mix: {mixed:.2f} s, against {total:.2f} s for the three alone "
+                  f"({mixed / total:.2f}x the sum)", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.labels import NIH_LABELS
 from cxr14.model import fields
 from cxr14.model.create import build, data_config

@@ -43,9 +43,9 @@ from sklearn.datasets import load_sample_images
 
 from cxr14.config import PredictConfig, TrainConfig
 from cxr14.data import phantom
-from cxr14.data.films import list_films, open_film, unusual_film
-from cxr14.data.loaders import build_datasets, image_index, make_loader
-from cxr14.data.orientation import rotations
+from cxr14.data.films.orientation import rotations
+from cxr14.data.films.upload import list_films, open_film, unusual_film
+from cxr14.data.pipeline.loaders import build_datasets, image_index, make_loader
 from cxr14.model import gate
 from cxr14.model.inference import feature_layout, predict
 from cxr14.model.loading import LoadedModel, load_model

@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from cxr14.config import PrepareConfig, TrainConfig
 from cxr14.data import phantom
-from cxr14.data.loaders import prepare_cache
+from cxr14.data.pipeline.loaders import prepare_cache
 from cxr14.model.device import unwrap
 from cxr14.training import distributed
 from cxr14.training.conductor import setup

@@ -1,4 +1,5 @@
-"""Train the film-orientation check (`cxr14.data.orientation`) and write src/cxr14/data/orientation.safetensors.
+"""Train the film-orientation check (`cxr14.data.films.orientation`) and write its weights,
+src/cxr14/data/films/orientation.safetensors.
 
 Self-supervised: every training film is shown upright and turned by 90, 180 and 270 degrees, and the network
 learns which. Films: real ones only, plus phantoms - Kermany et al.'s pediatric training films (train/ of the
@@ -21,8 +22,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cxr14.data import phantom
-from cxr14.data.films import read_film
-from cxr14.data.orientation import ANGLES, SIZE, WEIGHTS, OrientationNet, prepare
+from cxr14.data.films.orientation import ANGLES, SIZE, WEIGHTS, OrientationNet, prepare
+from cxr14.data.films.upload import read_film
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

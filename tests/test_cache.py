@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from cxr14.data import cache
-from cxr14.data.cache import CacheSource, open_cache, prepare
-from cxr14.data.dataset import FileSource, XrayDataset, collate_skipping_bad
-from cxr14.data.images import read_gray
+from cxr14.data.films.decode import read_gray
+from cxr14.data.pipeline import cache
+from cxr14.data.pipeline.cache import CacheSource, open_cache, prepare
+from cxr14.data.pipeline.dataset import FileSource, XrayDataset, collate_skipping_bad
 from cxr14.errors import UserError
 
 N_IMAGES = 40  # three chunks of CHUNK_ROWS=16, the last one short

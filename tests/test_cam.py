@@ -11,8 +11,8 @@ import timm
 import torch
 from PIL import Image
 
-from cxr14.data.images import read_gray
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.films.decode import read_gray
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.judging import localisation
 from cxr14.labels import NIH_LABELS
 from cxr14.model import cam, checkpoint

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from cxr14.cli import main
-from cxr14.data.archives import archives_holding, describe_numbers, nih_contents
-from cxr14.data.check import inspect_folder
-from cxr14.data.packaged import write_metadata
+from cxr14.data.nih_download.archives import archives_holding, describe_numbers, nih_contents
+from cxr14.data.nih_download.check import inspect_folder
+from cxr14.data.nih_download.packaged import write_metadata
 from tests.conftest import make_nih_folder
 
 
@@ -38,7 +38,7 @@ def test_clean_folder_is_ready(clean, capsys) -> None:
 
 
 def test_missing_corrupt_and_foreign_files_are_found(clean, capsys, monkeypatch) -> None:
-    monkeypatch.setattr("cxr14.data.check.DECODE_CHUNK", 4)  # 3 tasks, so the 2 worker processes really run
+    monkeypatch.setattr("cxr14.data.nih_download.check.DECODE_CHUNK", 4)  # 3 tasks: the 2 worker processes really run
     names = sorted(p.name for p in (clean / "images").iterdir())
     (clean / "images" / names[0]).unlink()  # missing
     (clean / "images" / names[1]).write_bytes((clean / "images" / names[1]).read_bytes()[:70])  # corrupt

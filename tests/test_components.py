@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 from sklearn.metrics import roc_auc_score
 from torchvision.ops import sigmoid_focal_loss
 
-from cxr14.data.transforms import AugmentConfig, DeviceTransform
+from cxr14.data.pipeline.transforms import AugmentConfig, DeviceTransform
 from cxr14.errors import UserError
 from cxr14.judging.metrics import auroc
 from cxr14.labels import NIH_LABELS, decode, encode
@@ -142,7 +142,7 @@ class MemorySource:
 def _epoch(batch: int, accum: int, stop_after: int | None = None) -> tuple[torch.nn.Module, EpochProgress]:
     from torch.utils.data import DataLoader
 
-    from cxr14.data.dataset import XrayDataset, collate_skipping_bad
+    from cxr14.data.pipeline.dataset import XrayDataset, collate_skipping_bad
 
     rng = np.random.default_rng(0)
     pixels, labels = rng.integers(0, 256, (16, 8, 8), dtype=np.uint8), rng.random((16, 14)) < 0.3

@@ -284,7 +284,7 @@ def test_padchest_needs_labels_and_a_list_per_cell(layouts, tmp_path, capsys) ->
 
 def test_uncertain_labels_follow_the_policy(layouts) -> None:
     from cxr14.config import TrainConfig
-    from cxr14.data.loaders import read_metadata
+    from cxr14.data.pipeline.loaders import read_metadata
 
     counts = {}
     for policy in ("ignore", "zeros", "ones"):
@@ -299,7 +299,7 @@ def test_uncertain_labels_follow_the_policy(layouts) -> None:
 
 def test_chexpert_paths_are_checked_row_by_row(layouts, tmp_path, capsys) -> None:
     from cxr14.config import TrainConfig
-    from cxr14.data.loaders import read_metadata
+    from cxr14.data.pipeline.loaders import read_metadata
 
     data = tmp_path / "chexpert"
     shutil.copytree(layouts["chexpert"], data)
@@ -318,7 +318,7 @@ def test_chexpert_paths_are_checked_row_by_row(layouts, tmp_path, capsys) -> Non
 
 def test_mimic_reads_either_labeler(layouts) -> None:
     from cxr14.config import TrainConfig
-    from cxr14.data.loaders import read_metadata
+    from cxr14.data.pipeline.loaders import read_metadata
 
     metas = {k: read_metadata(TrainConfig(dataset="mimic", data_dir=layouts["mimic"], labeler=k)) for k in
              ("chexpert", "negbio")}  # fmt: skip

@@ -24,8 +24,8 @@ import pytest
 from PIL import Image
 
 from cxr14.cli import main
-from cxr14.data.archives import nih_archives, nih_contents
-from cxr14.data.extract import member_problem
+from cxr14.data.nih_download.archives import nih_archives, nih_contents
+from cxr14.data.nih_download.extract import member_problem
 
 #: sha256 of the six metadata files as NIH publishes them (from shared/nih/README.md, not from the package).
 NIH_SHA256 = {
@@ -375,7 +375,8 @@ def test_disk_space_is_checked_before_starting(server, tmp_path, capsys, monkeyp
     archive, images = make_archive(1)
     urls = publish(server, tmp_path, {1: archive})
     free = {"bytes": 2 * len(archive) - 1}
-    monkeypatch.setattr("cxr14.data.download.shutil.disk_usage", lambda _: type("U", (), {"free": free["bytes"]})())
+    target = "cxr14.data.nih_download.download.shutil.disk_usage"
+    monkeypatch.setattr(target, lambda _: type("U", (), {"free": free["bytes"]})())
     assert download(tmp_path / "data", "--urls_file", str(urls)) == 2
     assert "Not enough disk space" in capsys.readouterr().err and server.log == []
     free["bytes"] += 1

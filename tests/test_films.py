@@ -17,8 +17,8 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import SecondaryCaptureImageStorage
 
-from cxr14.data.films import MAX_PIXELS, list_films, read_film
-from cxr14.data.images import read_gray
+from cxr14.data.films.decode import read_gray
+from cxr14.data.films.upload import MAX_PIXELS, list_films, read_film
 from cxr14.data.phantom.writer import dicom_dataset
 from cxr14.errors import FilmError, UserError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cxr14.data.transforms import AugmentConfig, DeviceTransform
+from cxr14.data.pipeline.transforms import AugmentConfig, DeviceTransform
 from cxr14.labels import NIH_LABELS
 from cxr14.model.create import build
 from cxr14.model.device import resolve_precision

@@ -19,7 +19,7 @@ LAYERS = (
     ("cxr14.judging",),
     ("cxr14.training",),
     ("cxr14.using",),
-    ("cxr14.cli", "cxr14.__main__"),
+    ("cxr14.cli", "cxr14.__main__", "cxr14.api"),
 )
 
 
@@ -69,8 +69,8 @@ def test_imports_run_one_way() -> None:
 
 def test_top_of_the_package_reads_as_the_architecture() -> None:
     top = sorted(p.name for p in PACKAGE.iterdir() if p.name not in ("__pycache__", "py.typed"))
-    assert top == ["__init__.py", "__main__.py", "cli.py", "config", "data", "errors.py", "files.py", "judging",
-                   "labels.py", "model", "training", "using"]  # fmt: skip
+    assert top == ["__init__.py", "__main__.py", "api.py", "cli.py", "config", "data", "errors.py", "files.py",
+                   "judging", "labels.py", "model", "training", "using"]  # fmt: skip
     assert all((PACKAGE / p / "__init__.py").read_text().strip() for p in ("model", "training", "judging", "using"))
 
 
@@ -79,3 +79,34 @@ def test_help_does_not_import_torch() -> None:
     code = "import sys; from cxr14.cli import build_parser; build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_data_reads_as_its_concerns() -> None:
+    """data/: the readers, the films, the pipeline, getting NIH, the phantoms and the splits; no pile of modules."""
+    top = sorted(p.name for p in (PACKAGE / "data").iterdir() if p.name != "__pycache__")
+    assert top == ["__init__.py", "datasets", "films", "nih_download", "phantom", "pipeline", "splits.py"]
+
+
+def test_no_import_cycle_inside_data() -> None:
+    """data/'s modules import one way (a cycle, even through a lazy import, is a knot to untie first)."""
+    found = {m: p for m, p in modules().items() if m.startswith("cxr14.data")}
+    graph = {m: {t for t in imported(path) if t in found and t != m} for m, path in found.items()}
+    graph = {m: {t for t in targets if not m.startswith(t + ".")} for m, targets in graph.items()}  # own package
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(m: str, path: list[str]) -> bool:
+        state[m] = 1
+        for t in sorted(graph[m]):
+            if state.get(t) == 1:
+                cycle.extend([*path[path.index(t) :], t] if t in path else [m, t])
+                return True
+            if state.get(t) is None and visit(t, [*path, t]):
+                return True
+        state[m] = 2
+        return False
+
+    for m in sorted(graph):
+        if state.get(m) is None and visit(m, [m]):
+            break
+    assert not cycle, " -> ".join(cycle)

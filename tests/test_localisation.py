@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from cxr14.data.bbox import BBOX_HEADER, BOXED, format_boxes
-from cxr14.data.packaged import resource
+from cxr14.data.datasets.nih_boxes import BBOX_HEADER, BOXED, format_boxes
+from cxr14.data.nih_download.packaged import resource
 from cxr14.errors import UserError
 from cxr14.judging import localisation as loc
 

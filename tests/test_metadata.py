@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr14.data.metadata import find_csv, read_data_entry, read_split_list
-from cxr14.data.packaged import packaged_files, resource, write_metadata
+from cxr14.data.datasets.nih import find_csv, read_data_entry, read_split_list
+from cxr14.data.nih_download.packaged import packaged_files, resource, write_metadata
 from cxr14.data.splits import make_splits
 from cxr14.errors import UserError
 from cxr14.labels import NIH_LABELS

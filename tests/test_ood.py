@@ -14,7 +14,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 
 from cxr14.cli import main
-from cxr14.data.films import Film, open_film, unusual_film
+from cxr14.data.films.upload import Film, open_film, unusual_film
 from cxr14.errors import UserError
 from cxr14.model import gate
 from tests.conftest import REPO, TINY_TRAIN, make_nih_folder

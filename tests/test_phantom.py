@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from cxr14.data import phantom
-from cxr14.data.bbox import BBOX_HEADER, BOXED
+from cxr14.data.datasets.nih_boxes import BBOX_HEADER, BOXED
 from cxr14.errors import UserError
 from cxr14.judging.localisation import read_boxes
 from cxr14.labels import NIH_LABELS, encode

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cxr14.data.films import read_film
+from cxr14.data.films.upload import read_film
 from tests.conftest import run_cli
 
 data_store = pytest.importorskip(

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageStat
 
-from cxr14.data.metadata import Demographics
+from cxr14.data.datasets.base import Demographics
 from cxr14.data.splits import Split
 from cxr14.errors import UserError
 from cxr14.judging.evaluate import Scoring, score, write_outputs

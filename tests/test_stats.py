@@ -9,7 +9,7 @@ import pytest
 from scipy.special import expit
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from cxr14.data.packaged import resource
+from cxr14.data.nih_download.packaged import resource
 from cxr14.errors import UserError
 from cxr14.judging.adjudicated import read_google_labels, score_adjudicated
 from cxr14.judging.bootstrap import (

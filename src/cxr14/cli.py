@@ -158,12 +158,12 @@ COMMANDS: tuple[Command, ...] = (
         "`cxr14 predict --checkpoint`.",
     ),
     Command(
-        "download", DownloadConfig, "cxr14.data.download:run_download",
+        "download", DownloadConfig, "cxr14.data.nih_download.download:run_download",
         "get NIH's images and metadata into a data folder (resumable, verified), or --check a folder",
         DOWNLOAD_DESCRIPTION, preformatted=True,
     ),
     Command(
-        "prepare", PrepareConfig, "cxr14.data.loaders:run_prepare",
+        "prepare", PrepareConfig, "cxr14.data.pipeline.loaders:run_prepare",
         "decode every image once into a resized uint8 cache that training reads instead of PNGs",
         "Decode and resize every image named in the metadata CSV once, in parallel, into a memory-mapped uint8 "
         "array (DATA_DIR/cache/cache_SIZE by default). Training at SIZE or less then reads pixels from it instead "
@@ -219,8 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
         formatter = argparse.RawDescriptionHelpFormatter if c.preformatted else argparse.HelpFormatter
         p = sub.add_parser(c.name, help=c.help, description=c.description, formatter_class=formatter)
         add_arguments(p, c.config)
+        name_datasets(p, several=c.name not in SINGLE_DATASET)
         p.set_defaults(command=c)
     return parser
+
+
+#: Commands whose --dataset / --layout is one dataset (a phantom, a folder checked, a download).
+SINGLE_DATASET = ("phantom", "download")
+
+
+def name_datasets(parser: argparse.ArgumentParser, several: bool = True) -> None:
+    """--dataset / --layout: the registry's names in the help, and an unknown name refused while parsing."""
+    from cxr14.data.datasets.registry import NAMES  # light: names and file patterns, no reader imported
+
+    def dataset_names(text: str) -> str:
+        names = [n.strip() for n in text.split(",")]
+        unknown = [n for n in names if n not in NAMES]
+        if unknown or (len(names) > 1 and not several) or not all(names):
+            one = "" if several else "one of "
+            raise argparse.ArgumentTypeError(f"{text!r}: choose {one}{', '.join(NAMES)}"
+                                             f"{' (several comma-separated)' if several else ''}")  # fmt: skip
+        return ",".join(names)
+
+    for action in parser._actions:
+        if action.dest in ("dataset", "layout"):
+            action.type = dataset_names
+            action.help = f"{action.help}: {', '.join(NAMES)}"
 
 
 def subparser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:

@@ -12,12 +12,14 @@ from pathlib import Path
 
 from cxr14.config.options import Options, check_writable, opt
 from cxr14.config.train import (
-    DATASETS,
+    DATASET_HELP,
     LABELERS,
     LOSSES,
+    MIX,
     READERS,
     UNCERTAIN,
     VIEWS,
+    mix_opt,
     negative_opt,
     patient_pattern_opt,
     patient_scope_opt,
@@ -31,7 +33,7 @@ CHECK_GROUP = "checking a folder (nothing is downloaded)"
 URLS_FILE_HELP = (
     "a CSV with a header row and the columns number,url (required) and images,bytes,md5 (optional: "
     "empty or absent means NIH's value for that number), one row per archive 1..12; only the archives it "
-    "lists are fetched. The package's own table, cxr14/data/nih/archives.csv, has this format."
+    "lists are fetched. The package's own table, cxr14/data/nih_download/files/archives.csv, has this format."
 )
 
 
@@ -44,8 +46,8 @@ class ScoringOptions(Options):
     default) can follow these; argparse lists these after the command's own options.
     """
 
-    dataset: str | None = opt(None, "the data's layout (default: the model's own): nih, csv, folder, chexpert, "
-                              "mimic, padchest or vindr", choices=DATASETS)  # fmt: skip
+    dataset: str | None = opt(None, DATASET_HELP + " (default: the model's own)", metavar="NAME[,NAME...]")
+    mix: Path | None = mix_opt()
     labels: str | None = opt(None, "the data's labels to read, comma-separated (default: the model's own for its "
                              "own dataset, else all that can be scored)", metavar="A,B,C")  # fmt: skip
     uncertain: str | None = opt(None, "uncertain (-1) labels: ignore, zeros or ones (default: as the model was "
@@ -243,8 +245,9 @@ class PrepareConfig(Options):
     """`cxr14 prepare`: a data folder in, the resized uint8 cache that training reads out."""
 
     data_dir: Path = opt(Path("data"), "dataset folder", path="in_dir")
-    dataset: str = opt("nih", "the data's layout: nih, csv, folder, chexpert, mimic, padchest or vindr (every "
-                       "film is cached, lateral ones too)", choices=DATASETS)  # fmt: skip
+    dataset: str = opt("nih", DATASET_HELP + " (every film is cached, lateral ones too; several: a cache each)",
+                       metavar="NAME[,NAME...]")  # fmt: skip
+    mix: Path | None = mix_opt()
     negative: str | None = negative_opt()
     patient_pattern: str | None = patient_pattern_opt()
     patient_scope: str = patient_scope_opt("split")
@@ -260,6 +263,8 @@ class PrepareConfig(Options):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.mix is not None:
+            object.__setattr__(self, "dataset", MIX)  # as TrainConfig: the mix file names the datasets
         if self.cache_dir is None and self.data_dir.is_dir():
             check_writable("--data_dir", self.data_dir / "cache", folder=True)  # where the cache goes by default
 
@@ -269,8 +274,8 @@ class PhantomConfig(Options):
     """`cxr14 phantom`: a synthetic dataset in NIH's layout, or a preview sheet of its findings."""
 
     out: Path | None = opt(None, "dataset folder to write", path="out_dir")
-    layout: str = opt("nih", "write it as this dataset ships its own: nih, csv (dataset.csv with three labels of "
-                      "its own), chexpert, mimic, padchest or vindr", choices=DATASETS)  # fmt: skip
+    layout: str = opt("nih", "write it as this dataset ships its own (csv: dataset.csv with three labels of its own)",
+                      metavar="NAME")  # fmt: skip
     n_patients: int = opt(1000, "patients (1-8 images each)", min=1, max=1000000)
     size: int = opt(1024, "image side in pixels (1024 as NIH's)", min=32, max=4096)
     seed: int = opt(0, "random seed", min=0)
@@ -303,12 +308,13 @@ class DownloadConfig(Options):
     """`cxr14 download`: NIH's metadata and archives into a data folder, or (--check) whether it is ready."""
 
     data_dir: Path = opt(Path("data"), "the dataset folder", path="in_dir")
-    dataset: str = opt("nih", "with --check: the folder's layout (nih, csv, folder, chexpert, mimic, padchest, "
-                       "vindr); downloading is NIH's alone", choices=DATASETS, group=CHECK_GROUP)  # fmt: skip
+    dataset: str = opt("nih", "with --check: the folder's layout; downloading is NIH's alone", metavar="NAME",
+                       group=CHECK_GROUP)  # fmt: skip
     negative: str | None = negative_opt(group=CHECK_GROUP)
     patient_pattern: str | None = patient_pattern_opt(group=CHECK_GROUP)
     patient_scope: str = patient_scope_opt("split", group=CHECK_GROUP)
     csv: Path | None = opt(None, "with --check --dataset csv: the dataset's CSV", path="in_file", group=CHECK_GROUP)
+    mix: Path | None = mix_opt(group=CHECK_GROUP)
     only: str | None = opt(None, "fetch only these archives, 1..12 (e.g. 1 or 1,2 or 3-12)", metavar="N,M-K")
     jobs: int = opt(3, "archives downloaded at once", min=1, max=12)
     keep_archives: bool = opt(False, "keep each images_NN.tar.gz after unpacking it")

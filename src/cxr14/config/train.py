@@ -15,7 +15,6 @@ from cxr14.errors import UserError
 
 EMA_DECAY = 0.9998
 LOSSES = ("focal", "bce", "asl")
-DATASETS = ("nih", "csv", "folder", "chexpert", "mimic", "padchest", "vindr")
 PATIENT_SCOPES = ("split", "dataset")
 UNCERTAIN = ("ignore", "zeros", "ones")
 VIEWS = ("frontal", "all")
@@ -35,6 +34,19 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def _describe(options: dict[str, Any]) -> str:
     return " ".join(f"--{k} {v}" for k, v in options.items())
+
+
+#: The dataset of a run whose sources a mix file names (--mix).
+MIX = "mix"
+#: --dataset's help; the CLI adds the names the dataset registry (cxr14.data.datasets.registry) holds.
+DATASET_HELP = "the data's layout, or several comma-separated to train on them at once (with --data_dir A,B)"
+
+
+def mix_opt(**extra: Any) -> Any:
+    """--mix: several datasets, each with its own folder, options and weight (one declaration for every command)."""
+    return opt(None, "a mix file (JSON or TOML) naming several datasets, each with its folder, its reader options and "
+               "its share of the training batches; instead of --dataset A,B (the README's Mixing datasets)",
+               path="in_file", **extra)  # fmt: skip
 
 
 def negative_opt(**extra: Any) -> Any:
@@ -74,11 +86,11 @@ class TrainConfig(Options):
     learning_rate: float = opt(1e-4, "AdamW learning rate", gt=0)
     weight_decay: float = opt(0.01, "AdamW weight decay", min=0)
     # Data.
-    dataset: str = opt("nih", "the data's layout: nih (ChestX-ray14), csv (your own: see --csv), folder (one folder "
-                       "per class, optionally inside train/val/test), chexpert, mimic (MIMIC-CXR-JPG), padchest or "
-                       "vindr (VinDr-CXR)", choices=DATASETS)  # fmt: skip
-    data_dir: Path = opt(Path("data"), "the dataset folder (NIH: Data_Entry_2017*.csv, the split lists and images/)",
+    dataset: str = opt("nih", DATASET_HELP, metavar="NAME[,NAME...]")
+    data_dir: Path = opt(Path("data"), "the dataset folder (NIH: Data_Entry_2017*.csv, the split lists and "
+                         "images/); several datasets: their folders, comma-separated in the same order",
                          path="in_dir")  # fmt: skip
+    mix: Path | None = mix_opt()
     csv: Path | None = opt(None, "nih: the metadata CSV if not in --data_dir; csv: the dataset's CSV (path, optional "
                            "patient, split, sex, age, view, and a column per label)", path="in_file")  # fmt: skip
     labels: str | None = opt(None, "the labels to train on, comma-separated (default: all the dataset has; padchest "
@@ -168,6 +180,8 @@ class TrainConfig(Options):
             )
         if self.resume == "auto" and self.output_dir is None:
             raise UserError("--resume auto continues the run in --output_dir: pass --output_dir too.")
+        if self.mix is not None:
+            self.dataset = MIX  # the mix file names the datasets; config.json and metrics.json say "mix"
 
     @classmethod
     def from_preset(cls, name: str, **options: Any) -> TrainConfig:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr14.data.metadata import Demographics, Metadata, read_split_list
+from cxr14.data.datasets.base import Demographics, Metadata, Origin
+from cxr14.data.datasets.nih import read_split_list
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,17 @@ class Split:
     capped_from: int | None = None  # the split's size before a --max_*_samples cap, when one applied
     root: Path | None = None  # where the images are, for datasets whose names are paths (Metadata.root)
     by_image: bool = False  # the data names no patients: each image is its own (Metadata.by_image)
+    origin: np.ndarray | None = None  # several datasets mixed: each image's, an index into origins
+    origins: tuple[Origin, ...] = ()
 
     def __len__(self) -> int:
         return len(self.names)
 
     def take(self, rows: np.ndarray) -> Split:
         d = self.demographics.take(rows)
+        origin = None if self.origin is None else self.origin[rows]
         return Split(self.name, self.names[rows], self.labels[rows], self.patients[rows], d, self.label_names,
-                     self.capped_from, self.root, self.by_image)  # fmt: skip
+                     self.capped_from, self.root, self.by_image, origin, self.origins)  # fmt: skip
 
     def rename(self, name: str) -> Split:
         return replace(self, name=name)
@@ -47,7 +51,7 @@ class Split:
 
 def whole(meta: Metadata) -> Split:
     return Split("all", meta.names, meta.labels, meta.patients, meta.demographics, meta.label_names, root=meta.root,
-                 by_image=meta.by_image)
+                 by_image=meta.by_image, origin=meta.origin, origins=meta.origins)
 
 
 def select(meta: Metadata, names: list[str], split_name: str, list_path: Path) -> Split:

@@ -35,8 +35,8 @@ from scipy.special import expit
 from cxr14 import __version__
 from cxr14.config import CompareConfig
 from cxr14.config.options import check_writable
-from cxr14.data.loaders import build_datasets
-from cxr14.data.metadata import Demographics
+from cxr14.data.datasets.base import Demographics
+from cxr14.data.pipeline.loaders import build_datasets
 from cxr14.data.splits import Split
 from cxr14.errors import UserError
 from cxr14.files import write_text
@@ -116,7 +116,7 @@ def is_predictions_file(spec: Path) -> bool:
 def score_file(spec: Path, name: str, cfg: CompareConfig, reference: Scored | None) -> Scored:
     """A predictions file on the films the other models were scored on (`reference`), or, when every model is a
     file, on cfg.split of --data_dir as --dataset reads it (training's defaults for a seeded split)."""
-    from cxr14.data.loaders import load_splits
+    from cxr14.data.pipeline.loaders import load_splits
     from cxr14.judging.evaluate import file_data_config
     from cxr14.judging.external import on_split, read_file
 

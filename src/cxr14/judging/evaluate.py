@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from cxr14 import __version__
 from cxr14.config import CompareConfig, EvaluateConfig, FitGateConfig, TrainConfig
 from cxr14.config.options import check_writable
-from cxr14.data.loaders import build_datasets
-from cxr14.data.metadata import find_in
+from cxr14.data.datasets.nih import find_in
+from cxr14.data.pipeline.loaders import build_datasets
 from cxr14.data.splits import Split, describe_lists
 from cxr14.errors import UserError
 from cxr14.files import write_text
@@ -43,7 +43,8 @@ from cxr14.model.loading import LoadedModel, load_model
 
 log = logging.getLogger(__name__)
 #: The dataset options a scoring command takes from the model's run unless given (`data_config_for`).
-DATA_OPTIONS = ("labels", "uncertain", "views", "readers", "labeler", "negative", "patient_pattern", "patient_scope")
+DATA_OPTIONS = ("labels", "uncertain", "views", "readers", "labeler", "negative", "patient_pattern", "patient_scope",
+                "mix")
 PER_CLASS_FIELDS = ("auroc", "ci_low", "ci_high", "auprc", "prevalence", "n_pos", "n_unknown", "threshold",
                     "sensitivity", "specificity", "ppv", "npv", "f1", "tp", "fp", "tn", "fn", "ece")  # fmt: skip
 
@@ -71,6 +72,24 @@ def sample_note(split: Split) -> dict[str, Any] | None:
             f"({OFFICIAL_TEST_IMAGES:,} images); run `cxr14 evaluate` for the whole split."
         ),
     }
+
+
+def by_source(split: Split, probs: np.ndarray, scoring: Scoring) -> dict[str, Any] | None:
+    """Mixed datasets: each source's AUROCs with their own patient-bootstrap intervals (a finding a source does not
+    have is unknown there, so its AUROC there is undefined); None for one dataset."""
+    if split.origin is None or len(split.origins) < 2:
+        return None
+    out = {}
+    for k, origin in enumerate(split.origins):
+        rows = np.flatnonzero(split.origin == k)
+        if not len(rows):
+            continue
+        boot = patient_bootstrap(split.labels[rows], probs[rows], split.patients[rows], scoring.n_resamples,
+                                 scoring.seed, scoring.level, split.label_names)  # fmt: skip
+        out[origin.name] = {"dataset": origin.dataset, "data_dir": str(origin.data_dir),
+                            "batch_weight": origin.weight, **boot.to_json()}  # fmt: skip
+        print(format_intervals(boot, f"{split.name} split, {origin.name} ({origin.dataset}) alone"))
+    return out
 
 
 def data_record(cfg: TrainConfig) -> dict[str, Any]:
@@ -123,6 +142,7 @@ def score(
     metrics["adjudicated"] = adjudicated.to_json() if adjudicated is not None else None
     metrics["ood"] = ood_record(targets, probs, ood, names)
     metrics["sample"] = sample_note(split)
+    metrics["sources"] = by_source(split, probs, scoring)
     metrics["data"] = {**data, "images_sha256": images_fingerprint(split.names),
                        "patients": "none named: every image is its own patient, so the split and the intervals are "
                        "by image" if split.by_image else "as the data names them"}  # fmt: skip
@@ -204,7 +224,7 @@ def data_config_for(cfg: EvaluateConfig | CompareConfig | FitGateConfig, state_c
     dataset = getattr(cfg, "dataset", None) or own
     keep = {k: state_config.get(k) for k in DATA_OPTIONS if k in state_config}
     if dataset != own:
-        for k in ("labels", "negative", "patient_pattern"):  # they name the model's own data's classes and files
+        for k in ("labels", "negative", "patient_pattern", "mix"):  # they name the model's own data's classes and files
             keep.pop(k, None)
     given = {k: getattr(cfg, k, None) for k in DATA_OPTIONS}
     csv = cfg.csv or (Path(state_config["csv"]) if dataset == own and state_config.get("csv") else None)
@@ -251,12 +271,12 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
         raise UserError(f"{out} already holds an evaluation (metrics.json); pass another --out.")
     if cfg.predictions is not None:
         return evaluate_file(cfg, out)
+    model = load_model(cfg.checkpoint, cfg.device)
+    train_cfg = data_config_for(cfg, model.card["config"])
     if cfg.bbox:
         from cxr14.judging.evaluate_boxes import find_boxes
 
-        find_boxes(cfg.data_dir)  # before minutes of scoring, not after
-    model = load_model(cfg.checkpoint, cfg.device)
-    train_cfg = data_config_for(cfg, model.card["config"])
+        find_boxes(cfg.data_dir, train_cfg.dataset)  # before minutes of scoring, not after
     if model.members and model.calibration is None:
         model = ensemble_thresholds(model, train_cfg)
     if cfg.split == "val" and cfg.max_samples:
@@ -277,7 +297,7 @@ def evaluate(cfg: EvaluateConfig) -> dict[str, Any]:
     if cfg.bbox:
         from cxr14.judging.evaluate_boxes import localise
 
-        metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out)
+        metrics["localisation"] = localise(model, data, split.names, cfg.data_dir, out, train_cfg.dataset)
     probs = apply_temperature(logits, calibration.temperature if calibration is not None else None)
     write_outputs(out, metrics, split, probs, model.card)
     if model.members and model.calibration is not None:
@@ -293,7 +313,7 @@ def evaluate_file(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
 
     Only the split's labels and patients are read (no image is opened); the file's rows are matched to the
     split's films and its columns to the split's labels through the label map."""
-    from cxr14.data.loaders import load_splits
+    from cxr14.data.pipeline.loaders import load_splits
     from cxr14.judging.external import on_split, read_file
 
     file = read_file(cfg.predictions)
@@ -323,7 +343,7 @@ def ensemble_thresholds(model: LoadedModel, cfg: TrainConfig) -> LoadedModel:
 
 def predict_split(model: LoadedModel, dataset: Any, split: Split, cfg: TrainConfig) -> tuple[Split, Predictions]:
     """The predictions for every readable image of a split, and the split reduced to those images (same order)."""
-    from cxr14.data.loaders import make_loader
+    from cxr14.data.pipeline.loaders import make_loader
 
     loader: DataLoader = make_loader(dataset, cfg, train=False, device=model.classifier.device)
     pred = predict(model.classifier, loader, desc=split.name, progress=cfg.progress)

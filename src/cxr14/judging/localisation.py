@@ -1,7 +1,9 @@
-"""Do the heatmaps point at the disease? Scoring CAMs against NIH's radiologist boxes.
+"""Do the heatmaps point at the disease? Scoring CAMs against radiologists' boxes (NIH's, or VinDr-CXR's).
 
-NIH's `BBox_List_2017.csv` (format: `cxr14.data.bbox`) holds 984 boxes on 880 test images for 8 findings,
-in the PNG's pixel space (1024 x 1024). Two scores per box, each beside its chance level:
+NIH's `BBox_List_2017.csv` (format: `cxr14.data.datasets.nih_boxes`) holds 984 boxes on 880 test images for 8 findings,
+in the PNG's pixel space (1024 x 1024); VinDr-CXR's (`cxr14.data.datasets.vindr.read_boxes`) each reader's boxes
+in the DICOM's pixels. Both come as one table (image, finding, x, y, w, h) and are scored the same way. Two scores
+per box, each beside its chance level:
 
 - pointing game (Zhang et al., 2016): a hit when the heatmap's hottest pixel lies inside the box.
   A map that points at random hits with probability box area / image area: the chance rate.
@@ -22,7 +24,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from cxr14.data.bbox import BBOX_HEADER, BOXED, FILE_SPELLING
+from cxr14.data.datasets.nih_boxes import BBOX_HEADER, BOXED, FILE_SPELLING
+from cxr14.data.films.decode import DICOM_SUFFIXES
 from cxr14.errors import UserError
 from cxr14.labels import NIH_LABELS
 
@@ -67,7 +70,12 @@ def read_boxes(path: Path) -> pd.DataFrame:
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image from its header alone (no pixel is decoded)."""
+    """(width, height) of an image (PNG, JPEG or DICOM) from its header alone (no pixel is decoded)."""
+    if str(path).lower().endswith(DICOM_SUFFIXES):
+        import pydicom  # here: only DICOM datasets pay its import
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        return int(ds.Columns), int(ds.Rows)
     with Image.open(path) as img:
         return img.size
 
@@ -136,13 +144,15 @@ def score_boxes(
     return pd.DataFrame(rows, columns=["image", "finding", "hit", "iou", "chance"])
 
 
-def summarize(scores: pd.DataFrame) -> pd.DataFrame:
+def summarize(scores: pd.DataFrame, order: Sequence[str] = NIH_LABELS) -> pd.DataFrame:
     """Per-finding table from one row per box (finding, hit, iou, chance), plus a 'mean' row.
 
     Columns: n_boxes, hit_rate, mean_iou, chance (the mean chance rate), hit_over_chance. The 'mean' row
-    averages over findings (each finding counts once, as NIH's 8 are unevenly boxed), not over boxes.
+    averages over findings (each finding counts once, as NIH's 8 are unevenly boxed), not over boxes. Findings
+    in `order` (the label set's: NIH's by default), any others after them in the order they come.
     """
-    order = [f for f in NIH_LABELS if f in set(scores["finding"])]  # NIH's boxes, in NIH's order
+    present = list(dict.fromkeys(scores["finding"]))
+    order = [f for f in order if f in present] + [f for f in present if f not in order]
     table = (
         scores.groupby("finding")
         .agg(n_boxes=("hit", "size"), hit_rate=("hit", "mean"), mean_iou=("iou", "mean"), chance=("chance", "mean"))

@@ -26,7 +26,7 @@ import timm
 import torch
 from torch.overrides import TorchFunctionMode
 
-from cxr14.data.net import reachable as hub_reachable
+from cxr14.data.nih_download.net import reachable as hub_reachable
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)

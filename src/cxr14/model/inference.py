@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cxr14.data.orientation import rotated_reasons
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.films.orientation import rotated_reasons
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.model.device import Precision, model_device
 
 if TYPE_CHECKING:

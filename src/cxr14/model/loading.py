@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.model import cam, checkpoint, gate
 from cxr14.model.create import DataConfig
 from cxr14.model.decision import ValidationChoice, apply_temperature, decide

@@ -22,8 +22,8 @@ from timm.utils import ModelEmaV3
 from torch.utils.data import DataLoader
 
 from cxr14.config import TrainConfig
-from cxr14.data.loaders import SplitData, build_datasets, make_loader
-from cxr14.data.transforms import AugmentConfig, DeviceTransform
+from cxr14.data.pipeline.loaders import SplitData, build_datasets, make_loader
+from cxr14.data.pipeline.transforms import AugmentConfig, DeviceTransform
 from cxr14.errors import Stopped, UserError
 from cxr14.judging import evaluate
 from cxr14.judging.evaluate import Scoring
@@ -143,7 +143,11 @@ def setup(cfg: TrainConfig, info: DistInfo) -> Run:
     if info.is_main:
         if state is not None:  # resuming: --init was applied when the run began; keep its record
             init = state["config"].get("init_record")
-        cfg.save(out / "config.json", {"labels_trained": list(data["train"].split.label_names), "init": init})
+        train = data["train"].split
+        sources = None if not train.origins else [
+            {"name": o.name, "dataset": o.dataset, "data_dir": str(o.data_dir), "weight": o.weight,
+             "train_films": int((train.origin == k).sum())} for k, o in enumerate(train.origins)]  # fmt: skip
+        cfg.save(out / "config.json", {"labels_trained": list(train.label_names), "init": init, "sources": sources})
     torch.manual_seed(cfg.seed + info.rank)  # augmentation differs between processes
     loaders = {
         name: make_loader(d.dataset, cfg, name == "train", info.device, info.rank, info.world_size)
@@ -291,7 +295,9 @@ def end_epoch(run: Run, epoch: int, ep: EpochProgress, seconds: float, seen_befo
         candidates.append((val_ema.mean, "ema", run.stepper.ema.module, val_ema))
     metric, source, weights, shown = max(candidates, key=lambda c: c[0])
     p = run.progress
-    improved = metric > p.best
+    # A fresh run's first epoch is kept even when no validation AUROC is defined (a small validation split with no
+    # positive: nan), so that a best_model.pth always exists; later epochs replace it only by scoring higher.
+    improved = metric > p.best or (p.best < 0 and not p.history)
     p.best, p.since_best, p.epoch = max(p.best, metric), 0 if improved else p.since_best + 1, epoch
     optimizer = run.stepper.optim.optimizer
     lr_before = optimizer.param_groups[0]["lr"]

@@ -15,7 +15,7 @@ from typing import Any
 
 from cxr14.config import DemoConfig, EvaluateConfig, PrepareConfig, TrainConfig
 from cxr14.data import phantom
-from cxr14.data.loaders import prepare_cache
+from cxr14.data.pipeline.loaders import prepare_cache
 from cxr14.judging.evaluate import evaluate
 from cxr14.training.conductor import train
 

@@ -13,8 +13,8 @@ import logging
 import numpy as np
 
 from cxr14.config import FitGateConfig, TrainConfig
-from cxr14.data.loaders import SplitData, build_datasets, make_loader
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.pipeline.loaders import SplitData, build_datasets, make_loader
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.errors import UserError
 from cxr14.model import checkpoint, gate
 from cxr14.model.device import resolve_device, resolve_precision

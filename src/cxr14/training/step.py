@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.errors import UserError
 from cxr14.model.device import Precision, model_device, unwrap
 from cxr14.model.inference import progress_bar

@@ -23,10 +23,10 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from cxr14.config import PredictConfig
-from cxr14.data.dataset import XrayDataset, collate_skipping_bad
-from cxr14.data.films import Film, list_films, open_film, read_film, unusual_film
-from cxr14.data.images import resize_gray
-from cxr14.data.loaders import usable_workers
+from cxr14.data.films.pixels import resize_gray
+from cxr14.data.films.upload import Film, list_films, open_film, read_film, unusual_film
+from cxr14.data.pipeline.dataset import XrayDataset, collate_skipping_bad
+from cxr14.data.pipeline.loaders import usable_workers
 from cxr14.errors import UserError
 from cxr14.files import atomic_path, write_text
 from cxr14.model import cam

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr14.data.metadata import Demographics
+from cxr14.data.datasets.base import Demographics
 from cxr14.errors import UserError
 from cxr14.labels import UNKNOWN
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from cxr14.data.datasets.base import Metadata, ReadOptions
 from cxr14.data.datasets.common import demographics, pick_labels
-from cxr14.data.metadata import Metadata
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -40,15 +39,6 @@ PATIENT_SCOPES = ("split", "dataset")
 #: --patient_pattern by name, for the sets the README names: Kermany et al.'s personN_* and IM-NNNN-* (NORMAL2-IM-NNNN
 #: is numbered apart: another child, as the set's own labels.csv reads it), NIH's NNNNNNNN_NNN.png.
 PATTERNS = {"kermany": r"^(?P<patient>(?:NORMAL2-)?IM-\d+|person\d+)", "nih": r"^(?P<patient>\d{8})_"}
-
-
-@dataclass(frozen=True)
-class FolderOptions:
-    """The folder reader's own options (defaults: a class called like normal, one patient per film)."""
-
-    negative: str | None = None
-    patient_pattern: str | None = None
-    patient_scope: str = "split"
 
 
 def normalised(name: str) -> str:
@@ -151,7 +141,7 @@ def negative_class(classes: list[str], asked: str | None, data_dir: Path) -> str
     return named[0] if named else None
 
 
-def patient_ids(names: list[str], splits: list[str], opts: FolderOptions) -> tuple[np.ndarray, bool]:
+def patient_ids(names: list[str], splits: list[str], opts: ReadOptions) -> tuple[np.ndarray, bool]:
     """(patient per film as int64, whether that is one patient per film); --patient_pattern read from file names."""
     if opts.patient_pattern is None:
         log.warning("--dataset folder without --patient_pattern: every film counts as its own patient, so the split "
@@ -179,9 +169,10 @@ def patient_ids(names: list[str], splits: list[str], opts: FolderOptions) -> tup
     return np.unique(np.asarray(ids, dtype=object), return_inverse=True)[1].astype(np.int64), False
 
 
-def read(data_dir: Path, labels: str | None, opts: FolderOptions) -> Metadata:
+def read(data_dir: Path, opts: ReadOptions) -> Metadata:
     """The class folders' films as a table: labels from the folders, patients from the names, the split folders'
     split (when it has them)."""
+    labels = opts.labels
     if opts.patient_scope not in PATIENT_SCOPES:
         raise UserError(f"--patient_scope {opts.patient_scope!r}: choose {' or '.join(PATIENT_SCOPES)}.")
     found, split_mode = scan(data_dir)

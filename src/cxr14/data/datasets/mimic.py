@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cxr14.data.datasets.chexpert import LABELS
-from cxr14.data.datasets.common import demographics, label_matrix, per_distinct, pick_labels, read_table
-from cxr14.data.metadata import Metadata
+from cxr14.data.datasets.base import Metadata, ReadOptions
+from cxr14.data.datasets.chexpert import LABELS, labeler_matrix
+from cxr14.data.datasets.common import demographics, per_distinct, pick_labels, read_table
 from cxr14.errors import UserError
 from cxr14.labels import UNKNOWN
 
@@ -35,12 +35,13 @@ def find(data_dir: Path, kind: str) -> Path:
     return found[0]
 
 
-def read(data_dir: Path, labels: str | None, uncertain: str, views: str, labeler: str) -> Metadata:
+def read(data_dir: Path, opts: ReadOptions) -> Metadata:
     """Every image of the metadata with its view, its official split and its study's labels.
 
     The three tables are joined on their integer ids with pandas indexes (377,110 images, 227,835 studies: a
     Python dictionary per row would be most of the read).
     """
+    labels, uncertain, views, labeler = opts.labels, opts.uncertain, opts.views, opts.labeler
     meta_path, split_path, label_path = find(data_dir, "metadata"), find(data_dir, "split"), find(data_dir, labeler)
     ids = ("subject_id", "study_id")
     meta = read_table(meta_path, "MIMIC-CXR's metadata", ints=ids)
@@ -52,7 +53,7 @@ def read(data_dir: Path, labels: str | None, uncertain: str, views: str, labeler
         if absent:
             raise UserError(f"{path} lacks the column(s) {', '.join(absent)}: it is not MIMIC-CXR-JPG's file.")
     names = pick_labels(LABELS, labels, label_path)
-    study_labels = label_matrix(studies, names, label_path, uncertain)
+    study_labels = labeler_matrix(studies, names, label_path, uncertain)  # No Finding as the labeler means it
     view = per_distinct(meta["ViewPosition"], lambda v: v.strip().upper())
     keep = np.ones(len(meta), bool) if views == "all" else np.isin(view, FRONTAL)
     meta, view = meta[keep].reset_index(drop=True), view[keep]

@@ -6,9 +6,9 @@ PADCHEST_chest_x_ray_images_labels_*.csv) and the images, either in the numbered
 `PatientID`, `PatientSex_DICOM`, `PatientBirth`, `StudyDate_DICOM`, `Projection` (PA, AP, AP_horizontal, L,
 COSTAL, ...) and `Labels`, a list of findings written as a Python list ("['pleural effusion', 'cardiomegaly']").
 PadChest has 174 findings: choose the ones to train on with --labels (a film is positive for a finding in its
-list and negative otherwise). A row whose Labels cell is empty is left out and counted; one that is not a list is
-an error naming its row. Frontal films (PA, AP, AP_horizontal) only unless --views all. No official split: a
-seeded patient-wise one.
+list and negative otherwise). A row whose Labels cell names no finding (empty, nan, or ['']) is left out and
+counted: its findings are unknown; one that is not a list is an error naming its row. Frontal films (PA, AP,
+AP_horizontal) only unless --views all. No official split: a seeded patient-wise one.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cxr14.data.datasets.base import Metadata, ReadOptions
 from cxr14.data.datasets.common import demographics, per_distinct, read_table
-from cxr14.data.metadata import Metadata
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -43,26 +43,30 @@ _TEXT = re.compile(r"'([^']*)'" + r'|"([^"]*)"')
 
 
 def parse_labels(cell: str) -> list[str] | None:
-    """The findings of one `Labels` cell, None for an empty one; ValueError for a cell that is not a list.
+    """The findings of one `Labels` cell, None where the cell lists none; ValueError for a cell that is not a list.
 
     PadChest writes each cell as a Python list of strings ("['pleural effusion', ' cardiomegaly']"); this reads
     exactly that form (a regular expression: ast.literal_eval is slower and accepts far more), strips each finding
-    and lower-cases it.
+    and lower-cases it, and drops empty ones ("['cardiomegaly', '', 'unchanged']": 2,264 real rows). A cell that
+    names no finding - empty, "nan" (103 real rows), "['']" (777 rows, all labelled by BIMCV's RNN) - says nothing
+    about any finding: None, unknown, never "negative for everything" ('normal' is how PadChest says that).
     """
     text = cell.strip()
     if not text or text.lower() == "nan":
         return None
     if not _LIST.fullmatch(text):
         raise ValueError(cell)
-    return [" ".join((a or b).split()).lower() for a, b in _TEXT.findall(text) if (a or b).strip()]
+    found = [" ".join((a or b).split()).lower() for a, b in _TEXT.findall(text) if (a or b).strip()]
+    return found or None
 
 
-def read(data_dir: Path, labels: str | None, views: str) -> Metadata:
+def read(data_dir: Path, opts: ReadOptions) -> Metadata:
     """The films with their chosen findings (positive when listed), patients, view, sex and age.
 
-    Each distinct Labels cell is parsed once and each distinct finding set matched once: 160,868 rows hold far
+    Each distinct Labels cell is parsed once and each distinct finding set matched once: 160,861 rows hold far
     fewer distinct lists, and Python per row would be most of the read.
     """
+    labels, views = opts.labels, opts.views
     path = find(data_dir)
     frame = read_table(path, "PadChest's labels")
     absent = [c for c in COLUMNS if c not in frame.columns]
@@ -87,7 +91,7 @@ def read(data_dir: Path, labels: str | None, views: str) -> Metadata:
     projection = per_distinct(frame["Projection"], lambda v: v.strip().upper())
     keep = ~empty & (np.ones(len(frame), bool) if views == "all" else np.isin(projection, FRONTAL))
     if empty.any():
-        log.warning("%s: %d row(s) with an empty Labels cell left out", path, int(empty.sum()))
+        log.warning("%s: %d row(s) whose Labels cell names no finding left out", path, int(empty.sum()))
     seen = {name for f in found if f for name in f}
     missing = [n for n in names if n not in seen]
     if missing:

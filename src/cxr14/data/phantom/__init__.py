@@ -15,6 +15,7 @@ changes only that finding's sign: the tests rely on it, and so does the preview 
 """
 
 from cxr14.data.phantom.cohort import Cohort, sample_cohort
+from cxr14.data.phantom.command import run_phantom
 from cxr14.data.phantom.render import render, render_with_boxes
 from cxr14.data.phantom.writer import (
     BBOX_LIST,
@@ -25,7 +26,6 @@ from cxr14.data.phantom.writer import (
     TEST_LIST,
     TRAIN_VAL_LIST,
     is_complete,
-    run_phantom,
     summarize,
     write_dataset,
     write_preview,

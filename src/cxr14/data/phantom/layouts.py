@@ -4,7 +4,9 @@ The films and their NIH findings come from the same cohort and renderer as the N
 then writes them as that dataset ships its own (file names, folders, image format, the metadata files with their
 exact headers and value spellings), with the findings named in the dataset's label set (`labels.SAME`; CheXpert's
 Lung Lesion is a Mass or a Nodule) and, where the dataset has them, uncertain and blank labels. The layouts follow
-the datasets' own documentation (see the README's dataset sections); the readers in `data.datasets` read them back.
+the datasets' own documentation (see the README's dataset sections) and the value rules of their real metadata
+files (tests/test_real_metadata.py checks both on the files torchxrayvision ships); the readers in `data.datasets`
+read them back.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import gzip
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from cxr14.data.phantom.boxes import Box
 from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
 from cxr14.data.phantom.writer import MANIFEST, _refuse_foreign, _run
 from cxr14.errors import UserError
@@ -25,7 +28,7 @@ from cxr14.files import atomic_path, write_text
 from cxr14.labels import NIH_LABELS, SAME
 
 LAYOUTS = ("nih", "csv", "folder", "chexpert", "mimic", "padchest", "vindr")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CheXpert-v1.0-small/ paths, No Finding as the labeler writes it, VinDr's box files
 #: The csv layout's three labels of its own: two named as NIH's (fine-tuning keeps those rows), one new.
 CSV_LABELS = {"Cardiomegaly": ("Cardiomegaly",), "Effusion": ("Effusion",), "Opacity": ("Infiltration",
               "Consolidation")}  # fmt: skip
@@ -37,6 +40,11 @@ CHEXPERT_LABELS = {"Atelectasis": ("Atelectasis",), "Cardiomegaly": ("Cardiomega
 CHEXPERT_ORDER = ("No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
                   "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other",
                   "Fracture", "Support Devices")  # fmt: skip
+#: The folder name every real CheXpert Path cell starts with (the small download's), whatever --out is called.
+CHEXPERT_FOLDER = "CheXpert-v1.0-small"
+#: The observations that rule out No Finding: all but No Finding itself and Support Devices (a tube is no disease;
+#: 8,808 real train.csv rows have both No Finding and Support Devices at 1.0).
+PATHOLOGIES = tuple(k for k in CHEXPERT_ORDER if k not in ("No Finding", "Support Devices"))
 
 
 def _rng(seed: int, tag: int) -> np.random.Generator:
@@ -57,12 +65,24 @@ def _findings(cohort: Cohort, i: int, wanted: tuple[str, ...] | None) -> int:
 
 
 def _chexpert_values(cohort: Cohort, i: int, r: np.random.Generator) -> dict[str, int]:
-    """The 14 observations of image i: drawn findings by name, the undrawn ones at random."""
+    """The 14 observations of image i: drawn findings by name, the undrawn ones at random; No Finding only where
+    no pathology is positive (an undrawn one included)."""
     values = {k: _findings(cohort, i, w) for k, w in CHEXPERT_LABELS.items() if w != ()}
     cardio = values["Cardiomegaly"]
     for k, p in UNDRAWN.items():
         values[k] = int(r.random() < (0.5 if k == "Enlarged Cardiomediastinum" and cardio else p))
+    values["No Finding"] = int(values["No Finding"] and not any(values[k] for k in PATHOLOGIES))
     return values
+
+
+def _labeler_cells(values: dict[str, int], r: np.random.Generator, order: Sequence[str]) -> list[str]:
+    """One row of the CheXpert labeler's cells (CheXpert's train.csv, MIMIC's chexpert and negbio files), in
+    `order`: each observation 1.0 / 0.0 / -1.0 / blank, and No Finding 1.0 or blank, never 0.0 or -1.0, and 1.0
+    only where no pathology is positive or uncertain in the same row (so the real files; Support Devices aside)."""
+    cells = {k: _cell(values[k], r, 0.3 * (1 - values[k]), 0.05) for k in order if k != "No Finding"}
+    clear = values["No Finding"] and not any(cells[k] in ("1.0", "-1.0") for k in PATHOLOGIES)
+    cells["No Finding"] = "1.0" if clear else ""
+    return [cells[k] for k in order]
 
 
 def _cell(value: int, rng: np.random.Generator, blank: float, uncertain: float, style: str = "float") -> str:
@@ -119,7 +139,8 @@ def write_folder(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list,
 
 def write_chexpert(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, dict]:
     """train.csv / valid.csv with Stanford's header; train/ and valid/patientNNNNN/studyK/viewV_frontal.jpg, and
-    a lateral film for about one study in five (Frontal/Lateral = Lateral, AP/PA blank)."""
+    a lateral film for about one study in five (Frontal/Lateral = Lateral, AP/PA blank). `out` stands for the
+    CheXpert-v1.0-small folder: the Path cells start with that name, as Stanford's do, whatever `out` is called."""
     r = _rng(seed, 2)
     header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_ORDER]
     files = {"train.csv": [header], "valid.csv": [header]}
@@ -136,9 +157,9 @@ def write_chexpert(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[lis
         for view_file, fl, appa, enc in views:
             values = _chexpert_values(cohort, i, r)
             # valid.csv: 0/1 only (radiologists' consensus); train.csv: blanks (unmentioned) and -1 (uncertain)
-            cells = [f"{values[k]:.1f}" if test else _cell(values[k], r, 0.3 * (1 - values[k]), 0.05)
-                     for k in CHEXPERT_ORDER]  # fmt: skip
-            files[file].append([f"{out.name}/{study}/{view_file}", sex, meta[4], fl, appa, *cells])
+            cells = ([f"{values[k]:.1f}" for k in CHEXPERT_ORDER] if test else
+                     _labeler_cells(values, r, CHEXPERT_ORDER))  # fmt: skip
+            files[file].append([f"{CHEXPERT_FOLDER}/{study}/{view_file}", sex, meta[4], fl, appa, *cells])
             tasks.append((out / study / view_file, i, cohort.labels[i], size, seed, False, (), enc))
     return tasks, {k: _csv(v) for k, v in files.items()}
 
@@ -172,8 +193,7 @@ def write_mimic(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, 
             continue  # a study without a label row (MIMIC has them): its images' labels are unknown
         for kind in label_rows:
             values = _chexpert_values(cohort, i, r)
-            label_rows[kind].append([subject, study, *(_cell(values[k], r, 0.3 * (1 - values[k]), 0.05)
-                                                       for k in labels)])  # fmt: skip
+            label_rows[kind].append([subject, study, *_labeler_cells(values, r, labels)])
     texts = {"mimic-cxr-2.0.0-metadata.csv.gz": _csv(meta_rows), "mimic-cxr-2.0.0-split.csv.gz": _csv(split_rows)}
     texts.update({f"mimic-cxr-2.0.0-{k}.csv.gz": _csv(v) for k, v in label_rows.items()})
     return tasks, texts
@@ -200,7 +220,9 @@ VINDR_FROM_NIH = {row[3]: (row[0],) for row in SAME if row[0] and row[3]} | {"No
 def write_padchest(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, dict]:
     """PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz (pandas' unnamed index column first, as BIMCV's
     file has it) and 16-bit PNGs in the numbered folders of the download (DATA_DIR/<ImageDir>/<ImageID>); a few
-    lateral films (Projection L) and a few rows with an empty Labels cell."""
+    lateral films (Projection L), AP films as AP_horizontal or AP (about 3 to 1, as the real file), and the real
+    file's unlabelled rows: a Labels cell of [''] (777 real rows) or nan (103), and now and then an empty finding
+    inside a list ("['cardiomegaly', '', 'unchanged']")."""
     r = _rng(seed, 4)
     rows = [["", *PADCHEST_HEADER]]
     tasks = []
@@ -208,16 +230,21 @@ def write_padchest(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[lis
         meta = cohort.rows[i].split(",")
         study = hashlib.sha1(f"{seed}-study-{i}".encode()).hexdigest()[:38]
         found = [PADCHEST_NAMES[n] for n, v in zip(NIH_LABELS, cohort.labels[i], strict=True) if v] or ["normal"]
-        cell = "[" + ", ".join(repr(("" if k == 0 or r.random() > 0.2 else " ") + f) for k, f in enumerate(found)) + "]"
         if r.random() < 0.02:
-            cell = ""  # PadChest has rows without labels
+            found.append("")  # an empty finding among the others, as on 2,264 real rows
+        cell = "[" + ", ".join(repr(("" if k == 0 or not f or r.random() > 0.2 else " ") + f)
+                               for k, f in enumerate(found)) + "]"  # fmt: skip
+        unlabelled = r.random()
+        if unlabelled < 0.02:
+            cell = "['']" if unlabelled < 0.015 else "nan"  # PadChest's rows without labels
         lateral = r.random() < 0.15
+        frontal = meta[6] if meta[6] == "PA" or r.random() < 0.25 else "AP_horizontal"
         image = f"{study}_{r.integers(0, 10**6):06d}.png"
         image_dir = str(int(cohort.patient[i]) % 5)
         birth = f"{2015 - int(meta[4])}.0"
         values = {"ImageID": image, "ImageDir": image_dir, "StudyDate_DICOM": "20150622", "StudyID": study,
                   "PatientID": f"{int(cohort.patient[i]):032d}", "PatientBirth": birth, "PatientSex_DICOM": meta[5],
-                  "Projection": "L" if lateral else {"PA": "PA", "AP": "AP_horizontal"}[meta[6]],
+                  "Projection": "L" if lateral else frontal,
                   "MethodProjection": "Manual review of DICOM fields", "Pediatric": "No", "Modality_DICOM": "CR",
                   "PhotometricInterpretation_DICOM": "MONOCHROME2", "BitsStored_DICOM": "12", "MethodLabel":
                   "Physician", "Labels": cell, "Rows_DICOM": str(size), "Columns_DICOM": str(size)}  # fmt: skip
@@ -227,31 +254,88 @@ def write_padchest(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[lis
     return tasks, {"PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv.gz": _csv(rows)}
 
 
+#: VinDr-CXR's 22 local findings (each marked with a box, per reader) and, after them, its 6 global ones (no box).
+VINDR_LOCAL = VINDR_LABELS[:22]
+#: The local findings the phantoms draw -> the NIH findings (indices) whose signs their boxes surround.
+VINDR_DRAWN = {n: tuple(NIH_LABELS.index(w) for w in VINDR_FROM_NIH[n]) for n in VINDR_LOCAL if n in VINDR_FROM_NIH}
+#: annotations_train.csv / annotations_test.csv (PhysioNet's release): a row per box, corners in the DICOM's pixels.
+VINDR_BOX_HEADER = ("image_id", "rad_id", "class_name", "x_min", "y_min", "x_max", "y_max")
+
+
 def write_vindr(out: Path, cohort: Cohort, size: int, seed: int) -> tuple[list, dict]:
     """train/ and test/<image_id>.dicom; annotations/image_labels_train.csv (three readers per film, each missing
-    a finding now and then) and image_labels_test.csv (one consensus row per film, no rad_id, 'Other disease')."""
+    a finding now and then, No finding = 1 exactly when the reader marked nothing) and image_labels_test.csv (one
+    consensus row per film, no rad_id, 'Other disease'); annotations/annotations_train.csv and
+    annotations_test.csv, each reader's boxes (`_vindr_boxes`), written once the films are drawn."""
     r = _rng(seed, 5)
     train_rows = [["image_id", "rad_id", *VINDR_LABELS]]
     test_rows = [["image_id", *("Other disease" if n == "Other diseases" else n for n in VINDR_LABELS)]]
-    tasks = []
+    tasks, marks = [], []
     for i in range(len(cohort.names)):
         image = hashlib.md5(f"{seed}-vindr-{i}".encode()).hexdigest()
         truth = {n: _findings(cohort, i, VINDR_FROM_NIH[n]) if n in VINDR_FROM_NIH else int(r.random() < 0.05)
                  for n in VINDR_LABELS if n != "No finding"}  # fmt: skip
         truth["No finding"] = int(not any(truth.values()))
         test = bool(cohort.is_test[i])
+        readers = []
         if test:
             test_rows.append([image, *(str(truth[n]) for n in VINDR_LABELS)])
+            readers.append((f"R{r.integers(1, 18)}", truth))  # the consensus, boxed by one of its readers
         else:
             for reader in r.choice(np.arange(1, 18), size=3, replace=False):
-                seen = {n: int(v and r.random() > 0.15) for n, v in truth.items()}  # a reader misses some
+                seen = {n: int(v and r.random() > 0.15) for n, v in truth.items() if n != "No finding"}  # misses
+                seen["No finding"] = int(not any(seen.values()))
                 train_rows.append([image, f"R{reader}", *(str(seen[n]) for n in VINDR_LABELS)])
+                readers.append((f"R{reader}", seen))
         part = "test" if test else "train"
-        tasks.append((out / part / f"{image}.dicom", i, cohort.labels[i], size, seed, False, (), "dicom"))
-    return tasks, {"annotations/image_labels_train.csv": _csv(train_rows),
-                   "annotations/image_labels_test.csv": _csv(test_rows)}  # fmt: skip
+        boxed = tuple(j for n in VINDR_DRAWN for j in VINDR_DRAWN[n] if cohort.labels[i, j])
+        marks.append((len(tasks), image, part, readers))
+        tasks.append((out / part / f"{image}.dicom", i, cohort.labels[i], size, seed, False, boxed, "dicom"))
+    return tasks, {
+        "annotations/image_labels_train.csv": _csv(train_rows),
+        "annotations/image_labels_test.csv": _csv(test_rows),
+        "annotations/annotations_train.csv": lambda drawn: _vindr_boxes(marks, drawn, "train", size, seed),
+        "annotations/annotations_test.csv": lambda drawn: _vindr_boxes(marks, drawn, "test", size, seed),
+    }
 
 
+def _vindr_boxes(marks: list, drawn: list[dict[int, Box]], part: str, size: int, seed: int) -> str:
+    """annotations_<part>.csv: per film and reader, a row per box around each local finding the reader marked, or
+    one 'No finding' row with empty coordinates (a reader who marked only global findings has no row).
+
+    A drawn finding's box is its sign's (`render_with_boxes`): exact for the test films' consensus, each edge moved
+    by up to a tenth of the box for a training reader (readers' boxes differ). Nodule/Mass boxes each drawn mass
+    and nodule. A local finding the phantoms do not draw (positive at random, like Aortic enlargement) is boxed at
+    random: no model can find it, as none can predict it better than chance.
+    """
+    r = _rng(seed, 6 if part == "train" else 7)
+    rows = [list(VINDR_BOX_HEADER)]
+    for task, image, film_part, readers in marks:
+        if film_part != part:
+            continue
+        for rad, seen in readers:
+            if seen["No finding"]:
+                rows.append([image, rad, "No finding", "", "", "", ""])
+                continue
+            for name in (n for n in VINDR_LOCAL if seen[n]):
+                found = [drawn[task][j] for j in VINDR_DRAWN.get(name, ()) if j in drawn[task]]
+                for x, y, w, h in found or [_random_box(r, size)]:
+                    corners = np.array([x, y, x + w, y + h], dtype=np.float64)
+                    if part == "train":
+                        corners += r.uniform(-0.1, 0.1, 4) * np.array([w, h, w, h])
+                        corners = np.clip(corners, 0, size)
+                        corners[2:] = np.maximum(corners[2:], corners[:2] + 1)
+                    rows.append([image, rad, name, *(str(round(float(v), 2)) for v in corners)])
+    return _csv(rows)
+
+
+def _random_box(r: np.random.Generator, size: int) -> Box:
+    w, h = (int(v) for v in r.integers(max(2, size // 10), max(3, size // 3), 2))
+    return int(r.integers(0, size - w + 1)), int(r.integers(0, size - h + 1)), w, h
+
+
+#: Each writer returns its render tasks and its metadata files' texts; a text that depends on the drawn films (the
+#: VinDr boxes) is a function of the boxes `_run` returns, one dict per task, called once the films are drawn.
 WRITERS: dict[str, Callable[[Path, Cohort, int, int], tuple[list, dict]]] = {
     "csv": write_csv, "folder": write_folder, "chexpert": write_chexpert, "mimic": write_mimic,
     "padchest": write_padchest, "vindr": write_vindr,
@@ -279,8 +363,9 @@ def write_layout(out: Path, layout: str, n_patients: int, size: int, seed: int, 
     tasks, texts = WRITERS[layout](out, cohort, size, seed)
     for task in tasks:
         task[0].parent.mkdir(parents=True, exist_ok=True)
-    _run(tasks, workers or os.cpu_count() or 1, progress)
+    drawn = _run(tasks, workers or os.cpu_count() or 1, progress)
     for name, text in texts.items():
+        text = text(drawn) if callable(text) else text
         path = out / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if name.endswith(".gz"):

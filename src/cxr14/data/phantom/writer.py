@@ -13,8 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
-from cxr14.config import PhantomConfig
-from cxr14.data.bbox import BBOX_NAME, BOXED, format_boxes
+from cxr14.data.datasets.nih_boxes import BBOX_NAME, BOXED, format_boxes
 from cxr14.data.phantom.cohort import _META_STREAM, Cohort, sample_cohort
 from cxr14.data.phantom.render import render_with_boxes
 from cxr14.errors import UserError
@@ -266,22 +265,3 @@ def write_preview(path: Path, size: int = 256, seed: int = 0) -> None:
         draw.text((x + size / 2, y + size + cap / 2), title, fill=255, font=font, anchor="mm")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sheet.save(path, format="PNG")
-
-
-def run_phantom(cfg: PhantomConfig) -> dict | None:
-    """`cxr14 phantom`: the preview sheet (--preview), or the dataset folder and a line saying what is in it."""
-    if cfg.preview is not None:
-        write_preview(cfg.preview, size=cfg.preview_size, seed=cfg.seed)
-        print(f"preview written to {cfg.preview}")
-        return None
-    assert cfg.out is not None  # PhantomConfig refuses neither --out nor --preview
-    if cfg.layout == "nih":
-        summary = write_dataset(cfg.out, cfg.n_patients, cfg.size, cfg.seed, workers=cfg.workers,
-                                progress=cfg.progress)  # fmt: skip
-    else:
-        from cxr14.data.phantom.layouts import write_layout
-
-        summary = write_layout(cfg.out, cfg.layout, cfg.n_patients, cfg.size, cfg.seed, cfg.workers, cfg.progress)
-    print(f"phantom dataset in {cfg.out} ({cfg.layout} layout): {summary['n_images']} images of "
-          f"{summary['n_patients']} patients")  # fmt: skip
-    return summary

@@ -324,6 +324,33 @@ def unusual(inputs: ReportInputs) -> Section | None:
     return Section("ood", title, Html("".join(body)))
 
 
+def sources(inputs: ReportInputs) -> Section | None:
+    """Mixed datasets: every source's AUROCs beside the pooled ones (a finding a source lacks is blank there)."""
+    per = inputs.metrics.get("sources")
+    if not per:
+        return None
+    m = inputs.metrics
+    names = label_names(m)
+    head = ["finding", "pooled", *(f"{s} ({v['dataset']})" for s, v in per.items())]
+
+    def cell(result: dict[str, Any], name: str) -> str:
+        row = (result.get("per_class") or {}).get(name) or {}
+        return with_interval(row.get("auroc"), row.get("ci_low"), row.get("ci_high"))
+
+    rows = [[name, cell(m, name), *(cell(v, name) for v in per.values())] for name in names]
+    rows.append(["mean", with_interval(m.get("mean_auroc"), *(m.get("mean_auroc_ci") or [None, None])),
+                 *(with_interval(v.get("mean_auroc"), *(v.get("mean_auroc_ci") or [None, None]))
+                   for v in per.values())])  # fmt: skip
+    counts = ", ".join(f"{s}: {v['n_images']:,} films of {v['n_patients']:,} patients" for s, v in per.items())
+    body = [
+        para(f"This split pools {len(per)} datasets ({counts}). Each source keeps its own split; a finding a source "
+             f"does not label is unknown for its films, so its AUROC there is blank and the pooled figure is that "
+             f"of the sources that have it.", "headline"),
+        table(f"AUROC by source ({level_text(m)})", head, rows),
+    ]  # fmt: skip
+    return Section("sources", "By source dataset", Html("".join(body)))
+
+
 def adjudicated(inputs: ReportInputs) -> Section | None:
     adj = inputs.metrics.get("adjudicated")
     title = "Radiologists' reads"
@@ -524,8 +551,8 @@ def _own_figures(m: dict[str, Any], bench: Benchmark) -> list[str]:
 
 def sections(inputs: ReportInputs) -> list[Section]:
     """Every section that applies to this evaluation, in page order."""
-    builders = (per_finding, curves, training, subgroups, calibration, unusual, adjudicated, localisation, model_card,
-                published)
+    builders = (per_finding, sources, curves, training, subgroups, calibration, unusual, adjudicated, localisation,
+                model_card, published)
     return [section for build in builders if (section := build(inputs)) is not None]
 
 

@@ -28,7 +28,25 @@ DATASETS = {
     "vindr": ("vindr-cxr", "VinDr-CXR", "[VinDr-CXR](https://physionet.org/content/vindr-cxr/) (Nguyen et al., "
               "2022): Vietnamese hospitals' chest films, each read by radiologists"),
     "csv": ("custom", "a labelled set of its own", "the trainer's own labelled films (a `cxr14 --dataset csv` table)"),
+    "folder": ("custom", "class folders of its own", "the trainer's own films in class folders (`--dataset folder`)"),
 }  # fmt: skip
+
+
+def trained_on(card: dict[str, Any]) -> list[str]:
+    """The datasets a model was trained on: one, several (--dataset A,B), or a mix file's (from its test record)."""
+    dataset = str((card.get("config") or {}).get("dataset", "nih"))
+    if dataset == "mix":
+        return [v["dataset"] for v in ((card.get("test") or {}).get("sources") or {}).values()] or ["csv"]
+    return dataset.split(",")
+
+
+def _entry(names: list[str]) -> tuple[str, str, str | None]:
+    """(hub id, name, description) of one dataset, or of a mix of several."""
+    if len(names) == 1:
+        return DATASETS.get(names[0], DATASETS["csv"])
+    parts = [DATASETS.get(n, DATASETS["csv"]) for n in names]
+    return ("custom", " + ".join(p[1] for p in parts), "A mix of several datasets, trained as one: " + "; ".join(
+        p[2] or p[1] for p in parts))
 NIH_CITATION = """@inproceedings{wang2017chestxray8,
   title     = {ChestX-ray8: Hospital-scale Chest X-ray Database and Benchmarks on Weakly-Supervised Classification
                and Localization of Common Thorax Diseases},
@@ -106,7 +124,7 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
     from huggingface_hub import EvalResult, ModelCardData
 
     results = []
-    dataset = (card.get("config") or {}).get("dataset", "nih")
+    entry = _entry(trained_on(card))
     test = card.get("test") or {}
     if test.get("mean_auroc") is not None:
         ci = test.get("mean_auroc_ci") or [None, None]
@@ -115,8 +133,8 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
             EvalResult(
                 task_type="image-classification",
                 task_name=f"Multi-label classification of {len(card['labels'])} chest X-ray findings",
-                dataset_type=DATASETS[dataset][0],
-                dataset_name=DATASETS[dataset][1],
+                dataset_type=entry[0],
+                dataset_name=entry[1],
                 dataset_split=str(test.get("split") or "test"),
                 metric_type="roc_auc",
                 metric_value=round(float(test["mean_auroc"]), 4),
@@ -128,7 +146,7 @@ def _header(card: dict[str, Any], name: str, license_id: str) -> str:
         pipeline_tag="image-classification",
         license=license_id,
         tags=["image-classification", "timm", "cxr14", "chest-x-ray", "medical-imaging", "multi-label"],
-        datasets=[DATASETS[dataset][0]],
+        datasets=sorted({_entry([n])[0] for n in trained_on(card)}),
         metrics=["roc_auc"],
         model_name=name,
         eval_results=results or None,
@@ -168,8 +186,8 @@ def _outputs(block: dict[str, Any]) -> str:
 def _data(card: dict[str, Any]) -> str:
     config = card.get("config") or {}
     data_dir = Path(str(config.get("data_dir", "")))
-    dataset = config.get("dataset", "nih")
-    if dataset == "csv" and config.get("csv"):
+    names = trained_on(card)
+    if names == ["csv"] and config.get("csv"):
         data_dir = Path(str(config["csv"])).parent
     if (config.get("data_dir") or config.get("csv")) and (data_dir / "phantom.json").is_file():
         return (
@@ -177,8 +195,8 @@ def _data(card: dict[str, Any]) -> str:
             "the pipeline end to end and says nothing about real chest films."
         )
     lists = ((card.get("test") or {}).get("data") or {}).get("lists")
-    if dataset != "nih":
-        return f"{DATASETS[dataset][2]}. Split: {lists or 'not recorded'}."
+    if names != ["nih"]:
+        return f"{_entry(names)[2]}. Split: {lists or 'not recorded'}."
     split = {
         "official": "NIH's official patient-wise split (train_val_list.txt / test_list.txt); validation patients "
         "were drawn from train_val, so no patient appears in two splits",

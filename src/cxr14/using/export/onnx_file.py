@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cxr14.data.transforms import DeviceTransform
+from cxr14.data.pipeline.transforms import DeviceTransform
 from cxr14.errors import UserError
 from cxr14.model import fields
 from cxr14.model.create import DataConfig

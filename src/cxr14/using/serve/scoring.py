@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cxr14.data.films import open_film
+from cxr14.data.films.upload import open_film
 from cxr14.errors import FilmError
 from cxr14.model import cam
 from cxr14.model.loading import LoadedModel

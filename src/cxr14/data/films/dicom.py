@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from cxr14.data.images import stretch8
+from cxr14.data.films.pixels import stretch8
 from cxr14.errors import FilmError
 
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")

@@ -1,4 +1,5 @@
-"""NIH metadata: the Data_Entry CSV in every variant users have, and the official split lists.
+"""NIH ChestX-ray14's reader: the Data_Entry CSV in every variant users have, the official split lists, and where
+its images are (NIH's `images/` or Kaggle's `images_NNN/images/`).
 
 Variants handled (see shared/nih/README.md): the 2017 file (CRLF, trailing comma -> an empty
 `Unnamed: 11` column), the 2020 revision with `Patient Gender` or `Patient Sex`, with or without
@@ -7,51 +8,18 @@ trailing commas, LF or CRLF, plain or gzipped.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from cxr14.data.datasets.base import Demographics, Metadata, ReadOptions
 from cxr14.errors import UserError
 from cxr14.labels import NIH_LABELS, NO_FINDING, encode
 
 CSV_NAMES = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 REQUIRED = ("Image Index", "Finding Labels", "Patient ID")
-
-
-@dataclass(frozen=True)
-class Demographics:
-    """Who and how, per image, for subgroup results: sex (M/F, "" unknown), age in years (-1 unknown), view."""
-
-    sex: np.ndarray  # str
-    age: np.ndarray  # int64
-    view: np.ndarray  # str: PA or AP
-
-    def take(self, rows: np.ndarray) -> Demographics:
-        return Demographics(self.sex[rows], self.age[rows], self.view[rows])
-
-
-@dataclass(frozen=True)
-class Metadata:
-    """One row per image: file name, labels (int8), patient id and demographics, in CSV order."""
-
-    names: np.ndarray  # str, e.g. "00000001_000.png"
-    labels: np.ndarray  # int8 [N, K]: 1, 0 or UNKNOWN
-    patients: np.ndarray  # int64
-    source: Path
-    demographics: Demographics
-    label_names: tuple[str, ...]
-    #: Where the images are: `root / name` for the datasets whose names are paths; None for NIH, whose file
-    #: names are found in images/ or Kaggle's images_NNN/images/ (`images.index_images`).
-    root: Path | None = None
-    #: The dataset's own split per image ("train", "val" or "test"), where it has one.
-    split: np.ndarray | None = None
-    #: True when the data names no patients: every image is its own patient (said in the log and the report).
-    by_image: bool = False
-
-    def __len__(self) -> int:
-        return len(self.names)
 
 
 def find_in(data_dir: Path, name: str) -> Path | None:
@@ -137,3 +105,61 @@ def _encode_all(cells: np.ndarray, path: Path) -> np.ndarray:
 def read_split_list(path: Path) -> list[str]:
     """Image names in an official list file (LF, no final newline; blank lines ignored)."""
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- where NIH's images are ----------------------------------------------------------------------------------
+
+
+def image_dirs(data_dir: Path) -> list[Path]:
+    """The folders that hold images, for both layouts users have.
+
+    NIH Box tarballs unpack to `images/`; Kaggle has `images_001/images/` .. `images_012/images/`.
+    """
+    dirs = []
+    if (data_dir / "images").is_dir():
+        dirs.append(data_dir / "images")
+    dirs += sorted(p for p in data_dir.glob("images_*/images") if p.is_dir())
+    return dirs
+
+
+def index_images(data_dir: Path) -> dict[str, Path]:
+    """Map file name -> path for every PNG under the known layouts (one scandir per folder)."""
+    found: dict[str, Path] = {}
+    for folder in image_dirs(data_dir):
+        with os.scandir(folder) as it:
+            for entry in it:
+                if entry.name.endswith(".png"):
+                    found.setdefault(entry.name, Path(entry.path))
+    return found
+
+
+def image_index(data_dir: Path) -> dict[str, Path]:
+    """The registry's hook: NIH's films are found by file name in its image folders (`index_images`)."""
+    return index_images(data_dir)
+
+
+def describe_missing(missing: list[str], data_dir: Path, shown: int = 5) -> str:
+    """One paragraph for a UserError about images named in the CSV but absent on disk."""
+    first = ", ".join(missing[:shown])
+    return (
+        f"{len(missing)} image(s) named in the metadata are not under {data_dir} "
+        f"(looked in images/ and images_*/images/), e.g. {first}. `cxr14 download --data_dir {data_dir}` "
+        f"fetches and unpacks the archives that hold them (it resumes, and skips what is there), and "
+        f"`cxr14 download --check --data_dir {data_dir}` reports what the folder lacks; or pass "
+        f"--on_bad_image skip to go on with the images that are present (the missing ones are counted)."
+    )
+
+
+def check_data_dir(data_dir: Path) -> None:
+    """Fail early, with a paragraph, when the data folder itself is missing."""
+    if not data_dir.is_dir():
+        raise UserError(
+            f"Data folder {data_dir} does not exist. Pass --data_dir pointing at the folder that holds "
+            f"Data_Entry_2017.csv and images/ (or the Kaggle images_001..012 folders); `cxr14 phantom --out "
+            f"DIR` makes a small synthetic one to try things with."
+        )
+
+
+def read(data_dir: Path, opts: ReadOptions) -> Metadata:
+    """NIH's table of films: --csv, else the Data_Entry CSV in the folder (the 2020 revision preferred)."""
+    return read_data_entry(opts.csv or find_csv(data_dir))

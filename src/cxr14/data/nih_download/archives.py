@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cxr14.config.commands import URLS_FILE_HELP
-from cxr14.data.packaged import packaged_bytes, resource
+from cxr14.data.nih_download.packaged import packaged_bytes, resource
 from cxr14.errors import UserError
 
 NUMBERS = range(1, 13)

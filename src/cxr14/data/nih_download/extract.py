@@ -20,7 +20,7 @@ import threading
 import zlib
 from pathlib import Path, PurePosixPath
 
-from cxr14.data.fetch import Stopped
+from cxr14.data.nih_download.fetch import Stopped
 from cxr14.errors import UserError
 
 #: tarfile's own guard where this Python has it (3.10.12+, 3.11.4+, 3.12+).

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr14.data.datasets.base import Metadata, ReadOptions
 from cxr14.data.datasets.common import demographics, header, inside, label_matrix, pick_labels, read_table
-from cxr14.data.metadata import Metadata
 from cxr14.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -23,8 +23,9 @@ RESERVED = ("path", "patient", "split", "sex", "age", "view")
 SPLITS = {"train": "train", "val": "val", "validation": "val", "valid": "val", "validate": "val", "test": "test"}
 
 
-def read(csv_path: Path | None, labels: str | None, uncertain: str) -> Metadata:
+def read(data_dir: Path, opts: ReadOptions) -> Metadata:
     """The CSV's films, labels, patients, explicit split (when given) and demographics."""
+    csv_path, labels, uncertain = opts.csv, opts.labels, opts.uncertain
     if csv_path is None:
         raise UserError("--dataset csv needs --csv FILE: the CSV with a `path` column and one column per label.")
     columns = header(csv_path, "the dataset CSV")

@@ -41,7 +41,8 @@ import PIL
 from PIL import Image
 from tqdm import tqdm
 
-from cxr14.data.images import DECODE_ERRORS, RESIZE_FILTER, read_gray, resize_gray
+from cxr14.data.films.decode import DECODE_ERRORS, read_gray
+from cxr14.data.films.pixels import RESIZE_FILTER, resize_gray
 from cxr14.errors import UserError
 from cxr14.files import exclusive, write_text
 

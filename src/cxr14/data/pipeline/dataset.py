@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from cxr14.data.images import DECODE_ERRORS, read_gray
+from cxr14.data.films.decode import DECODE_ERRORS, read_gray
 from cxr14.errors import UserError
 
 
@@ -58,6 +58,46 @@ class FileSource:
         return self.paths[i]
 
 
+class ConcatSource:
+    """Several sources one after another (mixed datasets: each its own cache or files), as one source. A batch is
+    gathered part by part when every part gathers (the caches), else read item by item."""
+
+    def __init__(self, parts: Sequence[ImageSource]) -> None:
+        self.parts = list(parts)
+        self.size = self.parts[0].size
+        self.starts = np.cumsum([0, *(len(p) for p in self.parts)])
+        self.gathers_batches = all(getattr(p, "gathers_batches", False) for p in self.parts)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def _where(self, i: int) -> tuple[ImageSource, int]:
+        k = int(np.searchsorted(self.starts, i, side="right")) - 1
+        return self.parts[k], i - int(self.starts[k])
+
+    def read(self, i: int) -> np.ndarray:
+        part, j = self._where(i)
+        return part.read(j)
+
+    def name(self, i: int) -> str:
+        part, j = self._where(i)
+        return part.name(j)
+
+    def read_batch(self, items: Sequence[int]) -> np.ndarray | None:
+        if not self.gathers_batches:
+            return None
+        items = np.asarray(items, dtype=np.int64)
+        part_of = np.searchsorted(self.starts, items, side="right") - 1
+        out = np.empty((len(items), self.size, self.size), dtype=np.uint8)
+        for k in np.unique(part_of):
+            at = np.flatnonzero(part_of == k)
+            got = self.parts[k].read_batch((items[at] - self.starts[k]).tolist())  # type: ignore[attr-defined]
+            if got is None:
+                return None
+            out[at] = got
+        return out
+
+
 class XrayDataset(Dataset):
     """Pairs an ImageSource with the [N, K] label matrix of a Split.
 
@@ -66,10 +106,12 @@ class XrayDataset(Dataset):
     stops the run with a clear message or counts the skip, as --on_bad_image says.
     """
 
-    def __init__(self, source: ImageSource, labels: np.ndarray, skip_bad: bool) -> None:
+    def __init__(self, source: ImageSource, labels: np.ndarray, skip_bad: bool,
+                 weights: np.ndarray | None = None) -> None:  # fmt: skip
         if len(source) != len(labels):
             raise ValueError(f"{len(source)} images but {len(labels)} label rows")
         self.source = source
+        self.weights = weights  # per image, for training's sampler (mixed datasets with shares); None: uniform
         self.labels = torch.as_tensor(labels, dtype=torch.float32)
         self.skip_bad = skip_bad
 

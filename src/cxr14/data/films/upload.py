@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxr14.data.dicom import one_line, read_dicom
-from cxr14.data.images import DICOM_SUFFIXES, gray8
+from cxr14.data.films.decode import DICOM_SUFFIXES
+from cxr14.data.films.dicom import one_line, read_dicom
+from cxr14.data.films.pixels import gray8
 from cxr14.errors import FilmError, UserError
 
 #: Largest film accepted, in pixels per frame. Chest detectors reach ~6,000^2 (36 MP); 8192^2 leaves room

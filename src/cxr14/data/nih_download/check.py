@@ -22,11 +22,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cxr14.data.archives import archives_holding, describe_numbers
-from cxr14.data.cache import default_workers
-from cxr14.data.images import DECODE_ERRORS, check_data_dir, image_dirs, index_images, read_gray
-from cxr14.data.metadata import Metadata, find_csv, find_in, read_data_entry, read_split_list
-from cxr14.data.packaged import packaged_files, sha256_of
+from cxr14.data.datasets.base import Metadata
+from cxr14.data.datasets.nih import (
+    check_data_dir,
+    find_csv,
+    find_in,
+    image_dirs,
+    index_images,
+    read_data_entry,
+    read_split_list,
+)
+from cxr14.data.films.decode import DECODE_ERRORS, read_gray
+from cxr14.data.nih_download.archives import archives_holding, describe_numbers
+from cxr14.data.nih_download.packaged import packaged_files, sha256_of
+from cxr14.data.pipeline.cache import default_workers
 from cxr14.data.splits import LIST_FILES, make_splits
 from cxr14.errors import UserError
 
@@ -66,9 +75,10 @@ def check_folder(data_dir: Path, deep: bool = False, workers: int | None = None,
 def inspect_folder(data_dir: Path, deep: bool, workers: int | None, progress: bool) -> FolderReport:
     """Look at everything training will look at; write the report's lines as it goes."""
     check_data_dir(data_dir)
-    from cxr14.data.datasets.detect import check_layout
+    from cxr14.data.datasets import registry
 
-    check_layout("nih", data_dir)  # another dataset's folder is named as such, not reported as a broken NIH one
+    # another dataset's folder is named as such, not reported as a broken NIH one
+    registry.check_layout(registry.get("nih"), data_dir)
     if workers is not None and workers < 1:
         raise UserError(f"--workers {workers}: give at least 1 decoding process (default: all cores).")
     report = FolderReport(data_dir, lines=[f"checking {data_dir}", "metadata:"])
@@ -257,26 +267,31 @@ def decode_all(paths: list[str], workers: int, progress: bool = True) -> list[tu
 def check_dataset(cfg: Any) -> None:
     """`cxr14 download --check --dataset X` for the datasets other than NIH: the metadata reads cleanly (every
     file, row and column checked as training reads them) and every film it lists is in the folder."""
-    from cxr14.data.loaders import image_index, read_metadata
+    from cxr14.data.pipeline.loaders import image_index, read_metadata
     from cxr14.data.splits import make_splits
 
     meta = read_metadata(cfg, views="all")
     make_splits(meta, cfg.data_dir, 0.1, 0, (None, None))  # a patient in two of the data's own splits is refused
-    index = image_index(cfg, meta.root)
+    index = image_index(cfg, meta)
     missing = [n for n in meta.names if n not in index]
     lines = [
         f"{cfg.dataset} metadata: {meta.source} ({len(meta):,} films of {len(np.unique(meta.patients)):,} "
         f"{'images (no patients named)' if meta.by_image else 'patients'}; labels {', '.join(meta.label_names)})",
         f"split: {_split_text(meta)}",
-        f"films: {len(meta) - len(missing):,} of {len(meta):,} present under {meta.root}",
+        f"films: {len(meta) - len(missing):,} of {len(meta):,} present under {meta.root or cfg.data_dir}",
     ]  # fmt: skip
     print("\n".join(lines))
     if missing:
         raise UserError(
-            f"{len(missing):,} film(s) that {meta.source} lists are not under {meta.root} (e.g. "
+            f"{len(missing):,} film(s) that {meta.source} lists are not under {meta.root or cfg.data_dir} (e.g. "
             f"{', '.join(missing[:3])}): unpack every part of the download there, or train with --on_bad_image skip."
         )
-    where = f"--csv {cfg.csv}" if cfg.dataset == "csv" else f"--data_dir {cfg.data_dir}"
+    from cxr14.data.datasets import registry
+
+    if cfg.mix is not None:
+        print(f"ready: cxr14 train --mix {cfg.mix}")
+        return
+    where = f"--data_dir {cfg.data_dir}" if registry.get(cfg.dataset).folder else f"--csv {cfg.csv}"
     print(f"ready: cxr14 train --dataset {cfg.dataset} {where}")
 
 

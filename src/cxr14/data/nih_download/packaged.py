@@ -2,7 +2,7 @@
 
 The six metadata files are small (2.2 MB gzipped) and CC0, so they come with cxr14: `cxr14 download`
 writes them without a network, and the tests read them from the package instead of from files that
-happen to sit beside a checkout. `cxr14/data/nih/files.csv` holds each file's sha256, which is checked on
+happen to sit beside a checkout. `cxr14/data/nih_download/files/files.csv` holds each file's sha256, which is checked on
 every read, so a damaged install can never put wrong bytes into a data folder.
 """
 
@@ -38,7 +38,7 @@ class PackagedFile:
 
 def resource(name: str) -> Traversable:
     """A file in the package's `nih` folder (works for wheels and editable installs alike)."""
-    return resources.files("cxr14.data").joinpath("nih", name)
+    return resources.files("cxr14.data.nih_download").joinpath("files", name)
 
 
 def packaged_files() -> list[PackagedFile]:
@@ -62,8 +62,8 @@ def packaged_bytes(name: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise UserError(
             f"The copy of {name} inside the installed cxr14 package is damaged (its sha256 is not the one in "
-            f"cxr14/data/nih/files.csv). Reinstall cxr14 (`pip install --force-reinstall cxr14`, or `bash "
-            f"scripts/setup` in a checkout)."
+            f"cxr14/data/nih_download/files/files.csv). Reinstall cxr14 (`pip install --force-reinstall cxr14`, or "
+            f"`bash scripts/setup` in a checkout)."
         )
     return data
 

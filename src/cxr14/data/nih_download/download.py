@@ -29,7 +29,8 @@ from pathlib import Path
 import requests
 
 from cxr14.config import DownloadConfig
-from cxr14.data.archives import (
+from cxr14.data.datasets.nih import index_images
+from cxr14.data.nih_download.archives import (
     Archive,
     nih_archives,
     nih_contents,
@@ -38,12 +39,11 @@ from cxr14.data.archives import (
     select,
     with_base_url,
 )
-from cxr14.data.check import check_dataset, check_folder
-from cxr14.data.extract import unpack
-from cxr14.data.fetch import Progress, Stopped, fetch, make_session, md5_of
-from cxr14.data.images import index_images
-from cxr14.data.net import reachable
-from cxr14.data.packaged import write_metadata
+from cxr14.data.nih_download.check import check_dataset, check_folder
+from cxr14.data.nih_download.extract import unpack
+from cxr14.data.nih_download.fetch import Progress, Stopped, fetch, make_session, md5_of
+from cxr14.data.nih_download.net import reachable
+from cxr14.data.nih_download.packaged import write_metadata
 from cxr14.errors import UserError
 from cxr14.files import exclusive, write_text
 
@@ -68,7 +68,7 @@ def wanted(cfg: DownloadConfig) -> list[Archive]:
 
 def run_download(cfg: DownloadConfig) -> list[str]:
     """`cxr14 download`: fetch (or, with --check, inspect) and say what to run next."""
-    if cfg.check and cfg.dataset != "nih":
+    if cfg.check and (cfg.dataset != "nih" or cfg.mix is not None):
         check_dataset(cfg)
         return []
     if cfg.check:
