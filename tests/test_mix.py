@@ -58,6 +58,7 @@ def test_one_model_from_three_datasets(mixed_run: Path) -> None:
     assert all(per[s]["Effusion"]["auroc"] is not None for s in per)  # all three label it, each its own name
     assert m["mean_auroc_ci"][0] is not None and all(v["mean_auroc_ci"][0] is not None for v in m["sources"].values())
     assert sum(v["n_images"] for v in m["sources"].values()) == m["n_images"]
+    assert set(m["validation_sources"]) == {"nih", "chexpert", "csv"}
     html = (mixed_run / "report.html").read_text()
     assert "By source dataset" in html and "chexpert (chexpert)" in html
     config = json.loads((mixed_run / "config.json").read_text())

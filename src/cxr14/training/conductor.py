@@ -376,17 +376,17 @@ def load_best(run: Run) -> dict[str, Any]:
     return best
 
 
-def choose_thresholds(run: Run) -> ValidationChoice:
+def choose_thresholds(run: Run) -> tuple[ValidationChoice, Predictions]:
     """Temperature (with --calibrate) and Youden thresholds on validation, once the weights are final: never on
-    test."""
+    test. Also the validation predictions they were chosen on."""
     _, pred = score(run, "val", unwrap(run.stepper.model))
-    return choose_on_validation(pred.targets, pred.logits, calibrate=run.cfg.calibrate)
+    return choose_on_validation(pred.targets, pred.logits, calibrate=run.cfg.calibrate), pred
 
 
-def finish_best(run: Run, best: dict[str, Any]) -> tuple[ValidationChoice, Gate | None]:
+def finish_best(run: Run, best: dict[str, Any]) -> tuple[ValidationChoice, Gate | None, Predictions]:
     """What best_model.pth learns on validation after its weights: thresholds (and temperatures), and the
     out-of-distribution gate (fitted on training films, its threshold on validation). Written once, atomically."""
-    choice = choose_thresholds(run)
+    choice, val = choose_thresholds(run)
     model = unwrap(run.stepper.model)
     fitted = fit_gate(Classifier(model, run.eval_transform, run.precision), run.data, run.cfg, run.dist)
     if run.dist.is_main:
@@ -396,19 +396,22 @@ def finish_best(run: Run, best: dict[str, Any]) -> tuple[ValidationChoice, Gate 
         checkpoint.atomic_save(best, run.out / "best_model.pth")
     log.info("thresholds%s%s chosen on validation and stored in best_model.pth", " and temperatures" *
              run.cfg.calibrate, ", and the out-of-distribution gate," * (fitted is not None))  # fmt: skip
-    return choice, fitted
+    return choice, fitted, val
 
 
 def test(run: Run) -> dict[str, Any]:
     """Score the best weights on test: metrics.json (with intervals), per_class.csv, test_predictions.csv."""
     best = load_best(run)
-    choice, fitted = finish_best(run, best)
+    choice, fitted, val = finish_best(run, best)
     _, pred = score(run, "test", unwrap(run.stepper.model), fitted)
     if not run.dist.is_main:
         return {}
     split = run.data["test"].split.take(pred.index)
     metrics = evaluate.score(split, pred.logits, choice, Scoring(seed=run.cfg.seed), evaluate.data_record(run.cfg),
                              ood=pred.ood)  # fmt: skip
+    metrics["validation_sources"] = evaluate.by_source(run.data["val"].split.take(val.index),
+                                                       apply_temperature(val.logits, choice.temperature),
+                                                       Scoring(seed=run.cfg.seed))  # fmt: skip
     probs = apply_temperature(pred.logits, choice.temperature)
     evaluate.write_outputs(run.out, metrics, split, probs, model_card(best, run.out / "best_model.pth"))
     return metrics

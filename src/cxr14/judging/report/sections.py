@@ -348,6 +348,12 @@ def sources(inputs: ReportInputs) -> Section | None:
              f"of the sources that have it.", "headline"),
         table(f"AUROC by source ({level_text(m)})", head, rows),
     ]  # fmt: skip
+    val = m.get("validation_sources") or {}
+    if val:
+        means = [[s, v["dataset"], f"{v['n_images']:,}", with_interval(v.get("mean_auroc"),
+                  *(v.get("mean_auroc_ci") or [None, None]))] for s, v in val.items()]  # fmt: skip
+        body.append(table("Validation (where the thresholds were chosen): mean AUROC by source",
+                          ["source", "dataset", "films", "mean AUROC"], means))  # fmt: skip
     return Section("sources", "By source dataset", Html("".join(body)))
 
 
