@@ -39,9 +39,10 @@ def write_films(folder: Path, n: int, size: int) -> None:
         Image.fromarray(render(findings, size, rng), mode="L").save(folder / f"film_{i:05d}.png")
 
 
-def demo_checkpoint(path: Path, image_size: int) -> Path:
-    model, data = create_model("convnext_atto", False, None, image_size, len(NIH_LABELS))
-    checkpoint.atomic_save(checkpoint.make_state(model, "convnext_atto", data, NIH_LABELS, config={}), path)
+def demo_checkpoint(path: Path, image_size: int, name: str = "convnext_atto") -> Path:
+    """An untrained checkpoint of `name` (speed does not depend on the weights)."""
+    model, data = create_model(name, False, None, image_size, len(NIH_LABELS))
+    checkpoint.atomic_save(checkpoint.make_state(model, name, data, NIH_LABELS, config={}), path)
     return path
 
 

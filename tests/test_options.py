@@ -129,7 +129,8 @@ def test_every_option_declares_its_range_or_path_kind() -> None:
             if "Path" in str(f.type):
                 assert f.metadata.get("path") in PATH_KINDS, f"cxr14 {command.name} --{f.name} has no path kind"
     assert {c.name for c in COMMANDS} == {"train", "evaluate", "compare", "fit_gate", "predict", "report", "serve",
-                                          "export", "download", "prepare", "phantom", "demo"}  # fmt: skip
+                                          "export", "download", "prepare", "phantom", "demo", "dicom predict",
+                                          "dicom listen"}  # fmt: skip
 
 
 @pytest.mark.parametrize(("command", "option", "value"), _cases())
@@ -148,7 +149,7 @@ def test_every_bad_option_is_refused_by_name_before_work(
     else:
         args += [f"--{option}", value]
     before = sorted(p.name for p in tmp_path.iterdir())
-    code = main([command, *args])
+    code = main([*command.split(), *args])  # "dicom predict": a group and its sub-command
     err = capsys.readouterr().err
     named = option if positional else f"--{option}"
     assert code == 2, err

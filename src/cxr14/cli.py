@@ -1,7 +1,9 @@
 """The `cxr14` command: one table of commands; parse -> config -> call. No logic lives here.
 
 Each `Command` names its config dataclass (whose fields are the options: `cxr14.config`), the function that
-runs it (imported only when the command runs, so `cxr14 --help` never loads torch) and its help texts.
+runs it (imported only when the command runs, so `cxr14 --help` never loads torch) and its help texts. A command
+named with a space ("dicom predict") is a sub-command of a group (`cxr14 dicom predict`): the group's parser holds
+its own sub-parsers; GROUPS gives the group's help.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from cxr14 import __version__
 from cxr14.config import (
     CompareConfig,
     DemoConfig,
+    DicomListenConfig,
+    DicomPredictConfig,
     DownloadConfig,
     EvaluateConfig,
     ExportConfig,
@@ -163,6 +167,33 @@ COMMANDS: tuple[Command, ...] = (
         DOWNLOAD_DESCRIPTION, preformatted=True,
     ),
     Command(
+        "dicom predict", DicomPredictConfig, "cxr14.using.dicom.offline:run_dicom_predict",
+        "score DICOM films and write the results a PACS would get (SR, heatmap SC, GSPS) as .dcm files",
+        "Read DICOM files (or folders of them), score each frontal chest radiograph (CR, or DX For Presentation; "
+        "ViewPosition PA or AP unless --views all; BodyPartExamined CHEST when given) exactly as `cxr14 predict` "
+        "does, and write its results into OUT/<its SOP Instance UID>/: sr.dcm, the findings as a TID 1500 "
+        "Comprehensive 3D SR (each finding's code, probability, and Present/Absent at the model's threshold; "
+        "Indeterminate with the reason for an unusual film), sc-N.dcm, the top findings' heatmaps over the film as "
+        "RGB Secondary Captures, and gsps.dcm (with --outputs ...,gsps), the top finding's hottest region outlined "
+        "in a presentation state. Each result belongs to the film's study, in a new series, with UIDs derived from "
+        "the film and the model, so a second run writes the same objects again. Other objects (laterals, reports, "
+        "presentation states, cxr14's own results, multi-frame images, unreadable files) are skipped with the "
+        "reason, named by SOP Instance UID only. Preliminary and unverified: not for diagnosis.",
+    ),
+    Command(
+        "dicom listen", DicomListenConfig, "cxr14.using.dicom.node:run_listen",
+        "a DICOM node: a PACS sends it films (C-STORE), it stores the results back (C-STORE or STOW-RS)",
+        "Listen as a DICOM storage node (--aet on --host:--port, 127.0.0.1 by default; --allow limits the callers). "
+        "Each film received is written durably to the --spool folder before it is acknowledged, scored there as "
+        "`cxr14 dicom predict` scores it (the same objects, the same UIDs), and its results are stored back into "
+        "the film's study by C-STORE (--send AET@HOST:PORT) or STOW-RS (--stow URL). Delivery is retried with a "
+        "growing pause while the PACS is unreachable or out of resources; an object it refuses goes to SPOOL/dead "
+        "with the reason. A film stays in the spool until its results are delivered, so a restart (even after a "
+        "crash) takes up where the last run stopped, and a resent result is the same object, stored once. "
+        "Skipped films are logged by SOP Instance UID only. Ctrl-C or SIGTERM stops it. Needs the dicom extra: "
+        "pip install 'cxr14[dicom]'. Research use only: not for diagnosis.",
+    ),
+    Command(
         "prepare", PrepareConfig, "cxr14.data.pipeline.loaders:run_prepare",
         "decode every image once into a resized uint8 cache that training reads instead of PNGs",
         "Decode and resize every image named in the metadata CSV once, in parallel, into a memory-mapped uint8 "
@@ -185,6 +216,14 @@ COMMANDS: tuple[Command, ...] = (
         "heatmaps against the phantom boxes.",
     ),
 )  # fmt: skip
+
+
+#: Groups of sub-commands: name -> (help in `cxr14 --help`, description in `cxr14 NAME --help`).
+GROUPS = {
+    "dicom": ("DICOM in and out: score DICOM films and make results a PACS files in the study (SR, SC, GSPS)",
+              "DICOM films in, DICOM results out: `dicom predict` writes them to a folder, `dicom listen` stores them "
+              "back into the PACS; research use only."),
+}  # fmt: skip
 
 
 def command(name: str) -> Command:
@@ -215,9 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cxr14 {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command_name", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
     for c in COMMANDS:
         formatter = argparse.RawDescriptionHelpFormatter if c.preformatted else argparse.HelpFormatter
-        p = sub.add_parser(c.name, help=c.help, description=c.description, formatter_class=formatter)
+        group, _, leaf = c.name.rpartition(" ")
+        if group and group not in groups:
+            help_text, description = GROUPS[group]
+            g = sub.add_parser(group, help=help_text, description=description)
+            groups[group] = g.add_subparsers(dest=f"{group}_command", required=True, metavar="COMMAND")
+        p = (groups[group] if group else sub).add_parser(leaf, help=c.help, description=c.description,
+                                                          formatter_class=formatter)  # fmt: skip
         add_arguments(p, c.config)
         name_datasets(p, several=c.name not in SINGLE_DATASET)
         p.set_defaults(command=c)

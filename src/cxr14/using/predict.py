@@ -147,19 +147,29 @@ def overlay_stems(paths: Sequence[Path]) -> list[str]:
     return stems
 
 
-def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any], out: Path, top: int) -> list[Path]:
-    """PNG overlays of the `top` most probable findings of one film: OUT/<stem>-<finding>.png."""
-    film = read_film(path)
+def top_findings(model: LoadedModel, row: dict[str, Any], top: int) -> list[str]:
+    """The `top` most probable of the model's findings in one row, most probable first."""
     probs = row["probabilities"]
-    best = sorted(model.labels, key=lambda label: probs[label], reverse=True)[:top]
+    return sorted(model.labels, key=lambda label: probs[label], reverse=True)[:top]
+
+
+def overlay_image(model: LoadedModel, film: np.ndarray, label: str) -> Image.Image:
+    """One finding's heatmap over a decoded film, as RGB at most OVERLAY_MAX on its long side (--cam's PNGs and
+    the DICOM Secondary Captures are this image)."""
     scale = min(1.0, OVERLAY_MAX / max(film.shape))
     shown = film if scale == 1.0 else np.array(Image.fromarray(film).resize(
         (round(film.shape[1] * scale), round(film.shape[0] * scale)), Image.Resampling.BILINEAR))  # fmt: skip
+    return cam.overlay(shown, heatmap(model, film, model.labels.index(label)))
+
+
+def write_overlays(model: LoadedModel, path: Path, stem: str, row: dict[str, Any], out: Path, top: int) -> list[Path]:
+    """PNG overlays of the `top` most probable findings of one film: OUT/<stem>-<finding>.png."""
+    film = read_film(path)
     written = []
-    for label in best:
+    for label in top_findings(model, row, top):
         target = out / f"{stem}-{label}.png"
         with atomic_path(target) as tmp:
-            cam.overlay(shown, heatmap(model, film, model.labels.index(label))).save(tmp, format="PNG")
+            overlay_image(model, film, label).save(tmp, format="PNG")
         written.append(target)
     return written
 
