@@ -35,7 +35,7 @@ from pynetdicom import AE, StoragePresentationContexts, evt
 
 from cxr14.config import PredictConfig
 from cxr14.data.phantom import render
-from cxr14.data.phantom.writer import dicom_dataset
+from cxr14.data.phantom.writer import pacs_film
 from cxr14.labels import NIH_LABELS
 from cxr14.model.loading import load_model
 from cxr14.using.dicom.results import score_files
@@ -52,13 +52,8 @@ def write_films(folder: Path, n: int, size: int) -> list[Path]:
     paths = []
     for i in range(n):
         pixels = render((rng.random(len(NIH_LABELS)) < 0.15).astype(np.uint8), size, rng).astype(np.uint16) * 16
-        ds = dicom_dataset(pixels)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-        ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = f"P{i}", "Phantom^Film", "19700101", "O"
-        ds.ViewPosition, ds.BodyPartExamined, ds.StudyDate, ds.StudyTime = "PA", "CHEST", "20240101", "120000"
-        ds.AccessionNumber, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = f"A{i}", "1", 1, 1
         paths.append(folder / f"film_{i:05d}.dcm")
-        pydicom.dcmwrite(paths[-1], ds, enforce_file_format=True)
+        pydicom.dcmwrite(paths[-1], pacs_film(pixels, i), enforce_file_format=True)
     return paths
 
 

@@ -106,7 +106,7 @@ def write_films(folder: Path, prefix: str, n: int, seed: int) -> list[Path]:
     import pydicom
 
     from cxr14.data.phantom import render
-    from cxr14.data.phantom.writer import dicom_dataset
+    from cxr14.data.phantom.writer import pacs_film
     from cxr14.labels import NIH_LABELS
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,18 +114,8 @@ def write_films(folder: Path, prefix: str, n: int, seed: int) -> list[Path]:
     paths = []
     for i in range(n):
         pixels = render((rng.random(len(NIH_LABELS)) < 0.2).astype(np.uint8), 128, rng).astype(np.uint16) * 16
-        ds = dicom_dataset(pixels)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
-        ds.PatientID, ds.PatientName, ds.ViewPosition, ds.BodyPartExamined = (
-            f"PH{seed}{i}",
-            "Phantom^Film",
-            "PA",
-            "CHEST",
-        )
-        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber, ds.AccessionNumber = "1", 1, 1, f"A{seed}{i}"
-        ds.StudyDate, ds.StudyTime, ds.PatientBirthDate, ds.PatientSex = "20240101", "120000", "19700101", "O"
         path = folder / f"{prefix}{i}.dcm"
-        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        pydicom.dcmwrite(path, pacs_film(pixels, seed * 1000 + i), enforce_file_format=True)
         paths.append(path)
     return paths
 
@@ -213,7 +203,9 @@ def tell_logs(work: Path) -> None:
     orthanc = (work / "orthanc" / "orthanc.log").read_text(errors="replace").splitlines()
     print("\n".join(line for line in orthanc if line[:1] in "EW")[-3000:], file=sys.stderr)
     for log in sorted(work.glob("node*.log")):
-        print(f"== {log.name}\n{log.read_text(errors='replace')[-1500:]}", file=sys.stderr)
+        lines = log.read_text(errors="replace").splitlines()
+        errors = "\n".join(line for line in lines if line.startswith(("E ", "Traceback")))
+        print(f"== {log.name}: errors\n{errors}\n== its end\n" + "\n".join(lines[-15:]), file=sys.stderr)
 
 
 def main(checkpoint: Path, work: Path) -> None:

@@ -136,7 +136,10 @@ def test_spool_finishes_what_a_crash_interrupted(tmp_path: Path) -> None:
     (spool.incoming / first.name).write_bytes(b"film one")
     (spool.incoming / ".part-abc").write_bytes(b"half")
     (spool.outgoing / ".part-x").mkdir()
+    looking = Spool(tmp_path)  # opening a spool to look at it changes nothing: a running node may be writing
+    assert (looking.incoming / ".part-abc").exists() and looking.counts()["incoming"] == 2
     again = Spool(tmp_path)
+    again.recover()
     assert sorted(p.name for p in again.incoming.iterdir()) == [second.name]
     assert sorted(p.name for p in again.outgoing.iterdir()) == [first.stem]
     # Scored twice (the results folder already there): the first objects are kept, the film leaves incoming/.
@@ -196,10 +199,26 @@ def test_results_wait_for_a_pacs_that_is_down_across_a_restart(tmp_path: Path, r
         pacs.close()
 
 
+def test_one_node_per_spool(tmp_path: Path, running) -> None:
+    cfg = config(tmp_path, free_port())
+    running(cfg)
+    with pytest.raises(UserError, match="another cxr14 dicom listen is using the spool"):
+        Node(cfg, fake_score, destination(cfg)).start()
+
+
 def test_callers_outside_allow_are_rejected(tmp_path: Path, running) -> None:
     node = running(config(tmp_path, free_port(), allow="MODALITY,PACS"))
     assert send_films(node.port, [film()], calling="STRANGER") == []
     assert send_films(node.port, [film()], calling="MODALITY") == [0]
+
+
+def test_a_missing_extra_is_named_with_its_install_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cxr14.using.dicom import node
+
+    monkeypatch.setattr(node, "STACK", ("pynetdicom", "dicomweb_client_not_here"))
+    missing = r"needs dicomweb-client-not-here, which is not installed: pip install 'cxr14\[dicom\]'"
+    with pytest.raises(UserError, match=missing):
+        node.run_listen(config(tmp_path, free_port()))
 
 
 def test_options_are_checked(tmp_path: Path) -> None:

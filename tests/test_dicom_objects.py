@@ -75,6 +75,19 @@ def test_results_join_the_study_in_new_series_with_the_same_uids_each_run(writte
     assert np.median(band) == 0 and (band == 255).all(axis=-1).sum() > 50
 
 
+def test_jpeg_2000_lossless_gives_the_same_sr(written: dict, phantom_run: tuple[Path, Path], tmp_path: Path) -> None:
+    """RG1 stored as JPEG 2000 lossless: decoded by the pixel plugins, the same probabilities as uncompressed."""
+    from cxr14.using.dicom.sr import read_probabilities
+
+    j2k = NEMA / "RG1_J2KR.dcm"
+    done = dicom_predict(phantom_run[0] / "best_model.pth", tmp_path, j2k, outputs="sr")
+    assert done.returncode == 0 and "wrote sr.dcm" in done.stdout, done.stdout + done.stderr[-2000:]
+    uid = str(pydicom.dcmread(j2k, stop_before_pixels=True).SOPInstanceUID)
+    stated = read_probabilities(pydicom.dcmread(tmp_path / uid / "sr.dcm"))
+    expected = written["row"]["probabilities"]
+    assert max(abs(stated[k] - expected[k]) for k in expected) <= 1e-5
+
+
 def test_every_object_passes_dciodvfy(written: dict) -> None:
     if shutil.which("dciodvfy") is None:
         pytest.skip("dciodvfy not found: install dicom3tools (scripts/setup does, as root with apt-get)")

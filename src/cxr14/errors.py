@@ -1,5 +1,9 @@
 """The project's exception types: UserError and Stopped end a command with a message and an exit status
-instead of a traceback; FilmError names why one image cannot be read."""
+instead of a traceback; FilmError names why one image cannot be read. And `require_extra`: a command whose
+optional dependencies are missing says which and how to install them, before any work."""
+
+import importlib.util
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -34,3 +38,11 @@ class Stopped(Exception):
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
+
+
+def require_extra(command: str, extra: str, modules: Iterable[str]) -> None:
+    """A UserError naming the missing `modules` (import names) of cxr14's `extra`, with its install line."""
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        names, verb = ", ".join(missing).replace("_", "-"), "is" if len(missing) == 1 else "are"
+        raise UserError(f"cxr14 {command} needs {names}, which {verb} not installed: pip install 'cxr14[{extra}]'")

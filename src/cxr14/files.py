@@ -14,16 +14,37 @@ from cxr14.errors import UserError
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success rename it over `path`, on failure delete it."""
+def atomic_path(path: Path, durable: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success rename it over `path`, on failure delete it.
+
+    durable: also fsync the file before the rename and the folder after it, so that `path` is on the disk when
+    this returns (the DICOM node acknowledges a film only then); an ordinary write leaves that to the system.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _new_temp(path)
     try:
         yield Path(tmp)
+        if durable:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in `folder` durable (the entry lives in the folder, not in the file)."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _new_temp(path: Path) -> Path:

@@ -131,6 +131,21 @@ def dicom_dataset(pixels: np.ndarray, photometric: str = "MONOCHROME2", modality
     return ds
 
 
+def pacs_film(pixels: np.ndarray, number: int, view: str = "PA") -> Any:
+    """`dicom_dataset` with the header a film in a PACS carries: a study and series of its own, a patient
+    ("PHANTOM<number>"), the view, CHEST, dates, an accession number. What the DICOM node's tests and
+    benchmark send."""
+    from pydicom.uid import generate_uid
+
+    ds = dicom_dataset(pixels)
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate, ds.PatientSex = f"PHANTOM{number}", "Phantom^Film", "", "O"
+    ds.ViewPosition, ds.BodyPartExamined, ds.StudyDate, ds.StudyTime = view, "CHEST", "20240101", "120000"
+    ds.AccessionNumber, ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = f"A{number}", "1", 1, 1
+    ds.ReferringPhysicianName = ""
+    return ds
+
+
 def _rgba_indices(n_images: int, seed: int) -> set[int]:
     """About 0.5% of the images (at least one once there are 20) are saved as RGBA."""
     if n_images < 20:

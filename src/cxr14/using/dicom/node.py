@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import io
 import logging
 import signal
@@ -25,9 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cxr14.errors import UserError
+from cxr14.errors import UserError, require_extra
+from cxr14.files import exclusive
 from cxr14.using.dicom.send import Backoff, Destination, DimseTarget, Refused, StowTarget, Transient
-from cxr14.using.dicom.spool import Spool
+from cxr14.using.dicom.spool import LOCK, Spool
 
 if TYPE_CHECKING:
     import pydicom
@@ -41,16 +41,8 @@ OUT_OF_RESOURCES = 0xA700  # C-STORE status a sending PACS retries later (PS3.4 
 #: Largest PDU this node accepts: a film arrives in a few PDUs instead of pynetdicom's default 16 KiB slices, each
 #: of which costs Python time.
 MAX_PDU = 1 << 20
-#: What the node needs beyond cxr14's core, by import name, and how to get it.
-STACK = ("pynetdicom", "dicomweb_client")
-INSTALL = "pip install 'cxr14[dicom]'"
-
-
-def require_stack() -> None:
-    """Fail with the install line when the dicom extra is missing."""
-    missing = [name for name in STACK if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UserError(f"cxr14 dicom listen needs {', '.join(missing).replace('_', '-')}: {INSTALL}")
+#: What the node needs beyond cxr14's core, by import name (the dicom extra).
+STACK = ("highdicom", "pynetdicom", "dicomweb_client")
 
 
 def destination(cfg: DicomListenConfig) -> Destination:
@@ -72,6 +64,7 @@ class Node:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._ae: Any = None
+        self._held = contextlib.ExitStack()
 
     def start(self) -> tuple[str, int]:
         """Listen on cfg.host:cfg.port (a UserError when that is impossible); the (host, port) bound."""
@@ -86,10 +79,14 @@ class Node:
         ae.require_calling_aet = self.cfg.allowed
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = self.cfg.timeout
         ae.maximum_pdu_size = MAX_PDU
+        self._held.enter_context(exclusive(self.spool.root / LOCK, f"another cxr14 dicom listen is using the spool "
+                                           f"{self.spool.root}; give each node its own --spool."))  # fmt: skip
+        self.spool.recover()
         try:
             server = ae.start_server((self.cfg.host, self.cfg.port), block=False,
                                      evt_handlers=[(evt.EVT_C_STORE, self.receive)])  # fmt: skip
         except OSError as exc:
+            self._held.close()
             raise UserError(f"cannot listen on {self.cfg.host}:{self.cfg.port} ({exc.strerror}): another program "
                             "may be using the port; choose another with --port.") from exc  # fmt: skip
         self._ae = ae
@@ -110,6 +107,7 @@ class Node:
         self.results_waiting.set()
         for thread in self._threads:
             thread.join(timeout)
+        self._held.close()
 
     def receive(self, event: Any) -> int:
         """C-STORE: the film on the disk first, then success; if it cannot be kept, a status the sender retries."""
@@ -225,7 +223,7 @@ def model_scorer(cfg: DicomListenConfig) -> Scorer:
 
 def run_listen(cfg: DicomListenConfig) -> None:
     """Serve until SIGINT or SIGTERM; whatever is still in the spool then is taken up by the next start."""
-    require_stack()
+    require_extra("dicom listen", "dicom", STACK)
     node = Node(cfg, model_scorer(cfg), destination(cfg))
     stop = threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from cxr14.config import DicomPredictConfig
 from cxr14.data.films.upload import list_films
-from cxr14.errors import UserError
+from cxr14.errors import UserError, require_extra
 from cxr14.files import atomic_path
 from cxr14.using.dicom.results import score_files
 
@@ -56,6 +56,7 @@ def run_dicom_predict(cfg: DicomPredictConfig) -> list[tuple[Path, list[Path], s
     """Score every DICOM film under cfg.paths and write its results into cfg.out: (file, written, skip reason)."""
     from cxr14.model.loading import load_model
 
+    require_extra("dicom predict", "dicom", ("highdicom",))
     paths = dicom_files(cfg.paths)
     if not paths:
         raise UserError(f"No DICOM files under {', '.join(map(str, cfg.paths))}.")

@@ -5,10 +5,11 @@ are delivered, so neither a kill nor a power cut loses one.
     SPOOL/outgoing/T-UID/*.dcm       its result objects, scored, not yet all delivered (each deleted once sent)
     SPOOL/dead/T-UID[.dcm]/ + .why   what can never succeed (an unreadable film, a result the PACS refused)
 
-Every move is a write to a temporary name, fsync, rename, fsync of the folder: a file under a final name is
-complete. A crash between two steps leaves a state that the next start finishes: a film whose results are already
-in outgoing/ is simply dropped from incoming/; one scored again writes the same objects (their UIDs are derived
-from the film and the model), so a PACS that already holds them keeps one copy. The disk is the queue: memory holds
+Every move is a write to a temporary name, fsync, rename, fsync of the folder (`files.atomic_path`, durable):
+a file under a final name is complete, and a name starting with "." is not. A crash between two steps leaves a
+state that the next start finishes: a film whose results are already in outgoing/ is simply dropped from
+incoming/; one scored again writes the same objects (their UIDs are derived from the film and the model), so a
+PACS that already holds them keeps one copy. The disk is the queue: memory holds
 only the batch being worked on (`oldest` reads names without keeping the listing).
 """
 
@@ -24,30 +25,21 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from cxr14.files import atomic_path, fsync_dir
+
 log = logging.getLogger(__name__)
 #: A DICOM UID (PS3.5 9.1): digits and dots, at most 64 characters. Anything else received is named by a hash.
 UID = re.compile(r"[0-9][0-9.]{0,63}")
-TEMP = ".part-"
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename or unlink in `folder` durable (the entry lives in the folder, not in the file)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+#: The lock file the node holds for as long as it runs: one node per spool.
+LOCK = ".lock"
+#: Names of what is still being written (`files.atomic_path`'s temporary files, a result folder being filled).
+TEMP = "."
 
 
 def write_durably(path: Path, data: bytes) -> None:
     """`data` at `path`, complete or not at all, and on the disk when this returns."""
-    tmp = path.with_name(f"{TEMP}{uuid.uuid4().hex}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    with atomic_path(path, durable=True) as tmp:
+        tmp.write_bytes(data)
 
 
 def key_for(sop_instance_uid: str) -> str:
@@ -66,10 +58,13 @@ class Spool:
         self.incoming, self.outgoing, self.dead = root / "incoming", root / "outgoing", root / "dead"
         for folder in (self.incoming, self.outgoing, self.dead):
             folder.mkdir(parents=True, exist_ok=True)
-        self._recover()
 
-    def _recover(self) -> None:
-        """Finish what a crash interrupted: drop half-written files, and films whose results are already out."""
+    def recover(self) -> None:
+        """Finish what a crash interrupted: drop half-written files, and films whose results are already out.
+
+        Only for the spool's one owner (the node, holding LOCK), before it starts: in a spool being written,
+        the half-written files are another thread's work in progress. Opening a Spool only to look (counts)
+        changes nothing."""
         for folder in (self.incoming, self.outgoing):
             for entry in folder.iterdir():
                 if entry.name.startswith(TEMP):
@@ -102,11 +97,7 @@ class Spool:
         tmp = self.outgoing / f"{TEMP}{film.stem}"
         tmp.mkdir(exist_ok=True)
         for name, data in objects:
-            with open(tmp / name, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
+            write_durably(tmp / name, data)
         if final.exists():  # scored before a crash, rescored now: the same objects, keep the first
             shutil.rmtree(tmp)
         else:

@@ -9,7 +9,6 @@ only fight over the cores.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import ipaddress
 import logging
 import os
@@ -20,24 +19,16 @@ from collections.abc import Iterator
 from typing import Any
 
 from cxr14.config import ServeConfig
-from cxr14.errors import UserError
+from cxr14.errors import UserError, require_extra
 
 log = logging.getLogger(__name__)
 #: What the serve extra brings, by import name.
 STACK = ("fastapi", "uvicorn", "python_multipart")
-INSTALL = "pip install 'cxr14[serve]'"
-
-
-def require_stack() -> None:
-    """Fail with the install line when the serve extra is missing (cxr14's core does not need it)."""
-    missing = [name for name in STACK if importlib.util.find_spec(name) is None]
-    if missing:
-        raise UserError(f"cxr14 serve needs {', '.join(missing).replace('_', '-')}, which are not installed: {INSTALL}")
 
 
 def serve(cfg: ServeConfig) -> None:
     """Serve `cfg.checkpoint` on cfg.host:cfg.port until interrupted."""
-    require_stack()
+    require_extra("serve", "serve", STACK)
     import torch
     import uvicorn
 
