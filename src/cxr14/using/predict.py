@@ -85,7 +85,7 @@ class PixelSource:
         return f"image {i}"
 
 
-def _loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> DataLoader:
+def film_loader(source: FilmSource | PixelSource, batch_size: int, workers: int) -> DataLoader:
     """Unlabelled films as uint8 batches; unreadable ones come back flagged and are skipped, not fatal."""
     dataset = XrayDataset(source, np.zeros((len(source), 1), np.int8), skip_bad=True)  # unlabelled
     workers = min(usable_workers(workers), max(0, len(source) // batch_size))  # none for a handful of films
@@ -127,7 +127,7 @@ def rows(model: LoadedModel, names: Sequence[str], pred: Predictions) -> list[di
 
 def score_films(model: LoadedModel, films: Sequence[Film]) -> list[dict[str, Any]]:
     """Rows for films decoded in memory (the web page's path), through the same inference pass."""
-    pred = predict(model.classifier, _loader(PixelSource(films, model.data_config.image_size), len(films), 0),
+    pred = predict(model.classifier, film_loader(PixelSource(films, model.data_config.image_size), len(films), 0),
                    progress=False)  # fmt: skip
     return rows(model, [f"image {i}" for i in pred.index], pred)
 
@@ -202,7 +202,7 @@ def run_predict(cfg: PredictConfig) -> list[dict[str, Any]]:
             f"--cam needs the PyTorch model, and {cfg.checkpoint} is an ONNX graph (no gradients to follow). Use the "
             f"best_model.pth, or the hf folder that `cxr14 export` wrote beside it."
         )
-    loader = _loader(FilmSource(paths, model.data_config.image_size), cfg.batch_size, cfg.num_workers)
+    loader = film_loader(FilmSource(paths, model.data_config.image_size), cfg.batch_size, cfg.num_workers)
     pred = predict(model.classifier, loader, desc="predict", progress=cfg.progress)
     for i, why in pred.bad:
         log.warning("skipped %s: %s", paths[i], why)

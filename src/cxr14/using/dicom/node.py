@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from cxr14.config.dicom import DicomListenConfig
 
 log = logging.getLogger(__name__)
-#: Films in, per film: the result objects to store, or none and the reason it was skipped (`offline.score_files`).
+#: Films in, per film: the result objects to store, or none and the reason it was skipped (`results.score_files`).
 Scorer = Callable[[list[Path]], list[tuple[Path, list["pydicom.Dataset"], "str | None"]]]
 OUT_OF_RESOURCES = 0xA700  # C-STORE status a sending PACS retries later (PS3.4 B.2.3)
 #: Largest PDU this node accepts: a film arrives in a few PDUs instead of pynetdicom's default 16 KiB slices, each

@@ -20,7 +20,7 @@ from cxr14.errors import UserError, require_extra
 from cxr14.files import atomic_path
 from cxr14.using.dicom.results import score_files
 
-__all__ = ["run_dicom_predict", "score_files", "write_results"]
+__all__ = ["run_dicom_predict", "write_results"]
 
 log = logging.getLogger(__name__)
 #: Files in a folder that are pictures, not DICOM: `list_films` lists them for `cxr14 predict`, not here.

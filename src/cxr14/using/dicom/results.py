@@ -82,9 +82,7 @@ def _headers(paths: Sequence[Path], views: str) -> tuple[dict[int, pydicom.Datas
         except Exception as exc:  # not DICOM, truncated, unreadable: one line, not a traceback
             reasons[i] = f"not a readable DICOM file ({type(exc).__name__}: {one_line(exc)})"
             continue
-        why = why_skip(ds, views)
-        if why is None and "PixelData" not in ds and not _has_pixels(path):
-            why = "no pixel data"
+        why = why_skip(ds, views)  # pixels: the film reader below says what is wrong with them
         if why is None:
             headers[i] = complete_header(ds)
         else:
@@ -92,24 +90,14 @@ def _headers(paths: Sequence[Path], views: str) -> tuple[dict[int, pydicom.Datas
     return headers, reasons
 
 
-def _has_pixels(path: Path) -> bool:
-    """Whether the file holds pixel data (stop_before_pixels leaves it out of the header on purpose)."""
-    import pydicom
-
-    try:
-        return "PixelData" in pydicom.dcmread(path, specific_tags=["PixelData"])
-    except Exception:
-        return False
-
-
 def _rows(model: LoadedModel, paths: list[Path], index: list[int], reasons: dict[int, str]
           ) -> list[tuple[int, dict[str, Any]]]:  # fmt: skip
     """The films through `using.predict`'s reader, loader, inference pass and rows: (file index, row)."""
     from cxr14.model.inference import predict
-    from cxr14.using.predict import FilmSource, _loader, rows
+    from cxr14.using.predict import FilmSource, film_loader, rows
 
     source = FilmSource(paths, model.data_config.image_size)
-    pred = predict(model.classifier, _loader(source, BATCH, 0), progress=False)
+    pred = predict(model.classifier, film_loader(source, BATCH, 0), progress=False)
     for j, why in pred.bad:
         reasons[index[j]] = why
     if len(pred.index) == 0:  # every film unreadable: no logits to calibrate
